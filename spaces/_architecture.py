@@ -32,7 +32,7 @@ _MAX_BLOCKS = 64
 
 
 def _check_choice(kind: str, value: object, allowed: dict) -> None:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise PoolnasError(
             f"unknown {kind} {value!r}; choose one of: {', '.join(allowed)}"
         )

@@ -42,8 +42,10 @@ _MAX_POINTS = 12
 
 def _per_point(name: str, value: Any, points: int, vocabulary: Mapping) -> tuple[tuple[str, ...], ...]:
     """Normalise a flat list (all points) or a list of lists (one per point)."""
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        raise PoolnasError(f"space: {name} must be a list of names or a list of lists, got {value!r}")
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise PoolnasError(
+            f"space: {name} must be a non-empty list of names or one list per point, got {value!r}"
+        )
     if value and all(isinstance(v, str) for v in value):
         lists = [value] * points
     elif all(isinstance(v, Sequence) and not isinstance(v, str) for v in value):
@@ -66,7 +68,7 @@ def _choices(what: str, choices: Any, vocabulary: Mapping) -> tuple[str, ...]:
     if isinstance(choices, str) or not isinstance(choices, Sequence) or not choices:
         raise PoolnasError(f"space: {what} must be a non-empty list, got {choices!r}")
     for choice in choices:
-        if choice not in vocabulary:
+        if not isinstance(choice, str) or choice not in vocabulary:
             raise PoolnasError(
                 f"space: unknown {what.split(' at ')[0].rstrip('s')} {choice!r} in {what}; "
                 f"choose from: {', '.join(vocabulary)}"
@@ -318,7 +320,7 @@ class SearchSpace:
         base: dict[str, Any] = {}
         if "extends" in data:
             name = data["extends"]
-            if name not in PRESETS:
+            if not isinstance(name, str) or name not in PRESETS:
                 raise PoolnasError(
                     f"{source}: extends={name!r} is not a preset; choose from {', '.join(PRESETS)}"
                 )
