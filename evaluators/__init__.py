@@ -2,7 +2,36 @@
 
 from __future__ import annotations
 
+from poolnas.evaluators._breakdown import PointCost, point_costs
+from poolnas.evaluators._data import BUILTIN_DATASETS, Dataset, load_dataset
 from poolnas.evaluators._flops import Cost, LayerCost, count_cost, layer_costs
 from poolnas.evaluators._profiler import profiler_flops
+from poolnas.evaluators._training import (
+    OPTIMIZERS,
+    Budget,
+    Evaluation,
+    TrialDiverged,
+    evaluate_architecture,
+    retrain_and_test,
+    train_model,
+)
 
-__all__ = ["Cost", "LayerCost", "count_cost", "layer_costs", "profiler_flops"]
+__all__ = [
+    "BUILTIN_DATASETS",
+    "Budget",
+    "Cost",
+    "Dataset",
+    "Evaluation",
+    "LayerCost",
+    "OPTIMIZERS",
+    "PointCost",
+    "TrialDiverged",
+    "count_cost",
+    "evaluate_architecture",
+    "layer_costs",
+    "load_dataset",
+    "point_costs",
+    "profiler_flops",
+    "retrain_and_test",
+    "train_model",
+]

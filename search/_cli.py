@@ -1,0 +1,418 @@
+"""The ``poolnas`` command line. It parses, calls the library, and prints; nothing else.
+
+Every mistake a user can make ends as one line ``poolnas: error: …`` on stderr and exit status 2,
+with nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from poolnas.spaces import MERGES, OPS, SKIPS, STEMS, PoolnasError
+
+EXIT_USAGE = 2
+_SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"poolnas: error: {message} (see '{self.prog} --help')\n")
+
+
+# ---------------------------------------------------------------------- argument types
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _flops(text: str) -> int:
+    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([kKmMgGtT]?)\s*", text)
+    try:
+        value = float(match[1]) * _SUFFIX[match[2].lower()] if match else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not value >= 1 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive FLOPs count like 2000000, 2e6 or 2M, got {text!r}"
+        )
+    return int(value)
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)(?:[x,](\d+))?", text.strip())
+    if not match or int(match[1]) < 1 or int(match[2] or match[1]) < 1:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH like 32x32, got {text!r}")
+    return int(match[1]), int(match[2] or match[1])
+
+
+def _input_shape(text: str) -> tuple[int, int, int]:
+    match = re.fullmatch(r"(\d+)[x,](\d+)[x,](\d+)", text.strip())
+    if not match or min(int(g) for g in match.groups()) < 1:
+        raise argparse.ArgumentTypeError(f"expected HxWxC like 32x32x3, got {text!r}")
+    return int(match[1]), int(match[2]), int(match[3])
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from poolnas.search._study import DEFAULT_STORAGE, SAMPLERS
+
+    parser = _Parser(
+        prog="poolnas",
+        description="Search max-pool vs avg-pool vs stride-2 conv (and the shortcut around "
+        "them) at every downsampling point: accuracy against FLOPs, with Optuna.",
+    )
+    parser.add_argument("--version", action="version", version=f"poolnas {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def storage_options(p: argparse.ArgumentParser, study: bool = True) -> None:
+        p.add_argument("--storage", default=DEFAULT_STORAGE,
+                       help=f"Optuna storage URL or journal file (.log) (default: {DEFAULT_STORAGE})")
+        if study:
+            p.add_argument("--study", default="poolnas", help="study name (default: poolnas)")
+
+    search = commands.add_parser("search", help="run or resume a study",
+                                 description="Run or resume a study (same --study and --storage).")
+    storage_options(search)
+    search.add_argument("--trials", type=_positive_int, default=20,
+                        help="complete trials the study ends with, in total (default: 20)")
+    search.add_argument("--timeout", type=_positive_float, default=None,
+                        help="seconds this run may take (default: no limit)")
+    search.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+                        help="Optuna sampler (default: tpe)")
+    search.add_argument("--space", default=None,
+                        help="preset (default, catalogue) or a .toml/.json space file")
+    search.add_argument("--dataset", default="digits",
+                        help="digits (default), mnist, fashion_mnist, cifar10, cifar100, a .npz "
+                        "file or a folder of class sub-folders")
+    search.add_argument("--val-fraction", type=_fraction, default=None,
+                        help="share of the training data held out for validation (default 0.2)")
+    search.add_argument("--subset", type=_positive_int, default=None,
+                        help="search on N training examples (a stratified sample)")
+    search.add_argument("--image-size", type=_image_size, default=None,
+                        help="HEIGHTxWIDTH images of a folder data set are resized to")
+    search.add_argument("--epochs", type=_positive_int, default=5,
+                        help="training epochs per trial (default: 5)")
+    search.add_argument("--batch-size", type=_positive_int, default=64,
+                        help="batch size (default: 64)")
+    search.add_argument("--learning-rate", type=_positive_float, default=3e-3,
+                        help="learning rate (default: 0.003)")
+    search.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam",
+                        help="optimizer (default: adam)")
+    search.add_argument("--repeats", type=_positive_int, default=1,
+                        help="train each architecture with K seeds; the objective is the mean")
+    search.add_argument("--augment", action="store_true",
+                        help="random flips and shifts during training")
+    search.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default: 0)")
+    search.add_argument("--max-flops", type=_flops, default=None,
+                        help="FLOPs budget: larger candidates are infeasible and not trained "
+                        "(e.g. 2e6 or 2M)")
+    search.add_argument("--artifacts", default=None,
+                        help="artifact store directory (default: beside a SQLite database)")
+    search.add_argument("--quiet", action="store_true", help="print only the final front")
+
+    front = commands.add_parser("front", help="print the Pareto front")
+    storage_options(front)
+    front.add_argument("--format", choices=("table", "json", "csv"), default="table")
+
+    export = commands.add_parser("export", help="write Pareto-optimal trials as .keras files")
+    storage_options(export)
+    export.add_argument("--out", required=True, help="output directory")
+    export.add_argument("--trial", type=_non_negative_int, action="append", dest="trials",
+                        help="export this trial (repeatable; default: the Pareto front)")
+    export.add_argument("--overwrite", action="store_true", help="replace existing files")
+
+    dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on the storage")
+    storage_options(dashboard, study=False)
+    dashboard.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    dashboard.add_argument("--port", type=_positive_int, default=8080, help="port (default: 8080)")
+    dashboard.add_argument("--artifacts", default=None, help="artifact store directory")
+
+    space = commands.add_parser("space", help="describe a search space and the catalogue")
+    space.add_argument("--space", default=None, help="preset or space file (default: default)")
+    space.add_argument("--format", choices=("text", "json"), default="text")
+
+    flops = commands.add_parser("flops", help="FLOPs, MACs and params of one architecture")
+    flops.add_argument("key", help="architecture key, e.g. conv3:16x1/max+projection:32x1")
+    flops.add_argument("--input-shape", type=_input_shape, default=(8, 8, 1),
+                       help="HxWxC of one image (default: 8x8x1, digits)")
+    flops.add_argument("--classes", type=_positive_int, default=10, help="classes (default: 10)")
+    flops.add_argument("--verify", action="store_true",
+                       help="also count with TensorFlow's profiler and compare")
+    flops.add_argument("--format", choices=("text", "json"), default="text")
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("poolnas")
+    except Exception:  # not installed as a distribution
+        return "unknown"
+
+
+# ---------------------------------------------------------------------- formatting
+def human_flops(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.0f}"
+
+
+def format_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """A plain aligned text table; ``columns`` are (key, header)."""
+    cells = [[h for _, h in columns]] + [
+        ["-" if r.get(k) is None else str(r[k]) for k, _ in columns] for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _front_rows(trials) -> list[dict[str, Any]]:
+    from poolnas.search._export import trial_record
+
+    rows = []
+    for trial in trials:
+        record = trial_record(trial)
+        std = record["accuracy_std"]
+        record["accuracy_text"] = f"{record['accuracy']:.4f}" + (f" ± {std:.4f}" if std else "")
+        record["flops_text"] = human_flops(record["flops"])
+        record["macs_text"] = human_flops(record["macs"])
+        rows.append(record)
+    return rows
+
+
+_FRONT_COLUMNS = (("trial", "trial"), ("accuracy_text", "accuracy"), ("flops_text", "FLOPs"),
+                  ("macs_text", "MACs"), ("params", "params"), ("architecture", "architecture"))
+
+
+# ---------------------------------------------------------------------- commands
+def _cmd_search(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from poolnas.evaluators import Budget
+    from poolnas.search._study import SearchConfig, SearchRunner, TrialReport
+    from poolnas.spaces import SearchSpace
+
+    data_options = {k: v for k, v in (("val_fraction", args.val_fraction),
+                                      ("subset", args.subset),
+                                      ("image_size", args.image_size)) if v is not None}
+    config = SearchConfig(
+        study=args.study, storage=args.storage, trials=args.trials, timeout=args.timeout,
+        sampler=args.sampler, space=SearchSpace.resolve(args.space), dataset=args.dataset,
+        data_options=data_options,
+        budget=Budget(epochs=args.epochs, batch_size=args.batch_size,
+                      learning_rate=args.learning_rate, optimizer=args.optimizer,
+                      repeats=args.repeats, augment=args.augment),
+        seed=args.seed, max_flops=args.max_flops, artifacts=args.artifacts,
+    )
+
+    def report(r: TrialReport) -> None:
+        if args.quiet:
+            return
+        accuracy = "-" if r.accuracy is None else f"{r.accuracy:.4f}"
+        best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}"
+        note = f"  ({r.note})" if r.note else ""
+        print(f"[{r.done}/{r.total}] trial {r.number} {r.state}: acc {accuracy}  "
+              f"{human_flops(r.flops)}FLOPs  {r.seconds:.1f}s  {r.key}{note}  | front {r.front_size},"
+              f" best acc {best}", flush=True)
+
+    runner = SearchRunner(config, report=report)
+    if not args.quiet:
+        data = runner.data
+        done = runner.complete_trials()
+        action = "resuming" if done else "starting"
+        print(f"{action} study {config.study!r} in {config.storage}: {done}/{config.trials} "
+              f"trials done; data {config.dataset} {tuple(data.input_shape)} x "
+              f"{len(data.y_train)} train / {len(data.y_val)} val, {data.num_classes} classes; "
+              f"space of {config.space.size:,} architectures; sampler {config.sampler}",
+              flush=True)
+    front = runner.run()
+    print(f"\nPareto front of study {config.study!r} ({len(front)} architectures):")
+    print(format_table(_front_rows(front), _FRONT_COLUMNS))
+    return 0
+
+
+def _cmd_front(args: argparse.Namespace) -> int:
+    from poolnas.search._pareto import pareto_front
+    from poolnas.search._study import open_study
+
+    _, study = open_study(args.storage, args.study)
+    rows = _front_rows(pareto_front(study.get_trials(deepcopy=False)))
+    if args.format == "json":
+        keys = ("trial", "architecture", "accuracy", "accuracy_std", "flops", "macs", "params",
+                "epochs", "train_seconds")
+        print(json.dumps([{k: r[k] for k in keys} for r in rows], indent=2))
+    elif args.format == "csv":
+        buffer = io.StringIO()
+        keys = ["trial", "architecture", "accuracy", "accuracy_std", "flops", "macs", "params"]
+        writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore",
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        print(buffer.getvalue(), end="")
+    elif not rows:
+        print(f"study {args.study!r} has no complete feasible trial yet")
+    else:
+        print(format_table(rows, _FRONT_COLUMNS))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from poolnas.search._export import MANIFEST, export_trials
+    from poolnas.search._study import open_study
+
+    handle, study = open_study(args.storage, args.study)
+    manifest = export_trials(handle, study, args.out, numbers=args.trials,
+                             overwrite=args.overwrite)
+    for model in manifest["models"]:
+        print(f"{os.path.join(args.out, model['file'])}  acc {model['accuracy']:.4f}  "
+              f"{human_flops(model['flops'])}FLOPs  {model['architecture']}")
+    print(f"{os.path.join(args.out, MANIFEST)}  ({len(manifest['models'])} models)")
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from poolnas.dashboards import serve
+
+    return serve(args.storage, host=args.host, port=args.port, artifacts=args.artifacts)
+
+
+def _cmd_space(args: argparse.Namespace) -> int:
+    from poolnas.spaces import SearchSpace
+
+    space = SearchSpace.resolve(args.space)
+    if args.format == "json":
+        print(json.dumps({**space.to_dict(), "size": space.size}, indent=2))
+        return 0
+    print(space.describe())
+    print()
+    for title, entries in (("downsampling ops", OPS), ("skip types", SKIPS), ("merges", MERGES),
+                           ("stems", STEMS)):
+        print(f"{title}:")
+        for entry in entries.values():
+            print(f"  {entry.name:<16} {entry.description}  [{entry.reference}]")
+    return 0
+
+
+def _cmd_flops(args: argparse.Namespace) -> int:
+    from poolnas.spaces import Architecture, check_input_shape
+
+    arch = Architecture.from_key(args.key)
+    check_input_shape(arch, args.input_shape)
+    _quiet_tensorflow()
+    from poolnas.evaluators import count_cost, point_costs, profiler_flops
+    from poolnas.spaces import build_model
+
+    model = build_model(arch, args.input_shape, args.classes)
+    cost = count_cost(model)
+    points = point_costs(arch, args.input_shape, args.classes)
+    result: dict[str, Any] = {"architecture": arch.key, "input_shape": list(args.input_shape),
+                              "classes": args.classes, "flops": cost.flops, "macs": cost.macs,
+                              "params": cost.params,
+                              "points": [p.as_dict() for p in points]}
+    if args.verify:
+        result["profiler_flops"] = profiler_flops(model)
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{arch.key}\non {'x'.join(map(str, args.input_shape))} inputs, {args.classes} classes, "
+          "batch 1 (TensorFlow profiler convention)")
+    print(f"  FLOPs  {cost.flops:,} ({human_flops(cost.flops)})")
+    print(f"  MACs   {cost.macs:,} ({human_flops(cost.macs)})")
+    print(f"  params {cost.params:,}")
+    for p in points:
+        print(f"  {p.explain()}")
+    if args.verify:
+        same = "equal" if result["profiler_flops"] == cost.flops else "DIFFERENT"
+        print(f"  TensorFlow profiler: {result['profiler_flops']:,} FLOPs ({same})")
+    return 0
+
+
+_COMMANDS = {"search": _cmd_search, "front": _cmd_front, "export": _cmd_export,
+             "dashboard": _cmd_dashboard, "space": _cmd_space, "flops": _cmd_flops}
+
+
+def _quiet_tensorflow() -> None:
+    """Import TensorFlow with its start-up chatter (C++ logs on fd 2) silenced."""
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import keras  # noqa: F401
+                import tensorflow as tf
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+    tf.get_logger().setLevel("ERROR")
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``poolnas`` console script."""
+    args = build_parser().parse_args(argv)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return _COMMANDS[args.command](args)
+    except PoolnasError as error:
+        print(f"poolnas: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("poolnas: interrupted; finished trials are saved", file=sys.stderr)
+        return 130

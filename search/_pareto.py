@@ -1,0 +1,137 @@
+"""The Pareto front of a poolnas study and its hypervolume.
+
+A poolnas study has two objectives: objective 0 is validation accuracy (maximized) and
+objective 1 is FLOPs (minimized). The functions here are pure: they read frozen trials or plain
+``(accuracy, flops)`` pairs and never touch storage, so the study runner, the ``front`` command
+and the snapshot history all agree on what "the front" and "its hypervolume" mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from optuna.trial import TrialState
+
+from poolnas.spaces import PoolnasError
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+#: Where Optuna keeps constraint values in ``trial.system_attrs``: ``"constraints"`` holds a list
+#: (what ``constraints_func`` of the samplers writes), ``"constraints:<name>"`` one value each
+#: (what ``trial.set_constraint(name, value)`` writes in Optuna 5).
+CONSTRAINTS_KEY = "constraints"
+
+
+def constraint_values(trial: FrozenTrial) -> list[float]:
+    """All constraint values of a trial, in either of Optuna's two storage formats."""
+    values: list[float] = []
+    for key, value in trial.system_attrs.items():
+        if key == CONSTRAINTS_KEY and value is not None:
+            values.extend(float(v) for v in value)
+        elif key.startswith(CONSTRAINTS_KEY + ":"):
+            values.append(float(value))
+    return values
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    """Whether a trial satisfies its constraints.
+
+    Optuna stores constraint values in ``trial.system_attrs``: as a list under
+    ``"constraints"`` (``constraints_func`` of its samplers) or one per key under
+    ``"constraints:<name>"`` (``trial.set_constraint``). A trial is feasible when every value is
+    ``<= 0``; a trial without constraints is feasible.
+
+    Args:
+        trial: A trial of any state.
+
+    Returns:
+        ``True`` when the trial has no constraints or all of them are satisfied.
+    """
+    return all(value <= 0 for value in constraint_values(trial))
+
+
+def pareto_front(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
+    """The non-dominated complete, feasible trials of an (accuracy, flops) study.
+
+    A trial dominates another when its accuracy is at least as high, its FLOPs at most as high,
+    and one of the two strictly better. Trials that are not ``COMPLETE``, have no two values,
+    or violate a constraint (see :func:`is_feasible`) are ignored. When several trials have
+    exactly the same values (an architecture evaluated twice), only the one with the smallest
+    trial number is kept.
+
+    The sweep sorts once, so the cost is O(n log n).
+
+    Args:
+        trials: Frozen trials of a two-objective study, e.g. ``study.get_trials(deepcopy=False)``.
+
+    Returns:
+        The front, sorted by FLOPs ascending (and so by accuracy ascending).
+    """
+    candidates = [
+        trial
+        for trial in trials
+        if trial.state == TrialState.COMPLETE
+        and trial.values is not None
+        and len(trial.values) == 2
+        and is_feasible(trial)
+    ]
+    # Cheapest first; among equal FLOPs the most accurate first; among equal values the oldest.
+    candidates.sort(key=lambda t: (t.values[1], -t.values[0], t.number))
+    front: list[FrozenTrial] = []
+    best_accuracy = -math.inf
+    for trial in candidates:
+        accuracy = trial.values[0]
+        if accuracy > best_accuracy:
+            front.append(trial)
+            best_accuracy = accuracy
+    return front
+
+
+def hypervolume(points: Iterable[Sequence[float]], *, reference_flops: float) -> float:
+    """The normalised 2-D hypervolume of ``(accuracy, flops)`` points.
+
+    Convention: each point is mapped into the unit square as
+    ``x = accuracy`` and ``y = 1 - flops / reference_flops``, both clipped to ``[0, 1]``, so that
+    both coordinates are to be maximized. The reference point is ``(0, 0)`` in that space:
+    accuracy 0 and ``flops == reference_flops``. The hypervolume is the area of the union of the
+    rectangles ``[0, x] × [0, y]``, a number in ``[0, 1]``; 1 would be a perfect model costing
+    nothing. Points at or beyond ``reference_flops`` add nothing; dominated points add nothing.
+    Points with a non-finite coordinate after clipping (NaN) are ignored.
+
+    Computed exactly by one sweep over the points sorted by accuracy, O(n log n).
+
+    Args:
+        points: ``(accuracy, flops)`` pairs, e.g. ``trial.values`` of the front.
+        reference_flops: The FLOPs that count as "worth nothing"; must be positive. Use the same
+            value for every hypervolume you want to compare (the snapshots store it).
+
+    Returns:
+        The dominated area, in ``[0, 1]``.
+
+    Raises:
+        PoolnasError: If ``reference_flops`` is not a positive finite number.
+    """
+    if not (isinstance(reference_flops, (int, float)) and 0 < reference_flops < math.inf):
+        raise PoolnasError(
+            f"hypervolume: reference_flops must be a positive number, got {reference_flops!r}"
+        )
+    mapped: list[tuple[float, float]] = []
+    for accuracy, flops in points:
+        x = min(max(float(accuracy), 0.0), 1.0)
+        y = min(max(1.0 - float(flops) / reference_flops, 0.0), 1.0)
+        if math.isnan(x) or math.isnan(y):
+            continue
+        if x > 0.0 and y > 0.0:
+            mapped.append((x, y))
+    # Most accurate first: the first point to reach a height covers it furthest to the right.
+    mapped.sort(reverse=True)
+    area = 0.0
+    covered_height = 0.0
+    for x, y in mapped:
+        if y > covered_height:
+            area += x * (y - covered_height)
+            covered_height = y
+    return min(area, 1.0)

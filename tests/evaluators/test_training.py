@@ -1,0 +1,157 @@
+"""Training and evaluation with real TensorFlow on digits, with budgets of one or two epochs."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from poolnas.evaluators import (
+    Budget,
+    Dataset,
+    Evaluation,
+    TrialDiverged,
+    count_cost,
+    evaluate_architecture,
+    load_dataset,
+    retrain_and_test,
+    train_model,
+)
+from poolnas.spaces import Architecture, PoolnasError, build_model
+
+#: A small network, so a trial is mostly the (unavoidable) first-step tracing.
+ARCH = Architecture.from_key("conv3:8x0/max+projection:16x1")
+ONE_EPOCH = Budget(epochs=1, batch_size=128)
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset("digits")
+
+
+# ---------------------------------------------------------------------------------------- Budget
+def test_budget_defaults_and_optimizers() -> None:
+    budget = Budget()
+    assert (budget.epochs, budget.batch_size, budget.learning_rate) == (5, 64, 3e-3)
+    assert (budget.optimizer, budget.repeats, budget.augment) == ("adam", 1, False)
+    assert isinstance(Budget(optimizer="adamw").make_optimizer(), keras.optimizers.AdamW)
+    sgd = Budget(optimizer="sgd", learning_rate=0.1).make_optimizer()
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.9
+    with pytest.raises(TypeError):
+        Budget(3)  # keyword-only
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        budget.epochs = 2
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"epochs": 1.5}, "epochs must be a positive integer"),
+        ({"batch_size": True}, "batch_size must be a positive integer"),
+        ({"repeats": -1}, "repeats must be a positive integer"),
+        ({"learning_rate": 0}, "learning_rate must be a positive number"),
+        ({"learning_rate": math.inf}, "learning_rate must be a positive number"),
+        ({"learning_rate": "fast"}, "learning_rate must be a positive number"),
+        ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'; choose one of: adam, adamw, sgd"),
+        ({"augment": "yes"}, "augment must be True or False"),
+    ],
+)
+def test_bad_budget_is_refused(options, message) -> None:
+    with pytest.raises(PoolnasError, match=message):
+        Budget(**options)
+
+
+# ---------------------------------------------------------------------------------------- training
+def test_same_seed_same_accuracy(digits) -> None:
+    budget = Budget(epochs=2, batch_size=128)
+    first = evaluate_architecture(ARCH, digits, budget, seed=7)
+    second = evaluate_architecture(ARCH, digits, budget, seed=7)
+    assert first.accuracy == second.accuracy
+    for a, b in zip(first.model.get_weights(), second.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_evaluation_holds_accuracy_cost_and_time(digits) -> None:
+    evaluation = evaluate_architecture(ARCH, digits, Budget(epochs=2, batch_size=128), seed=0)
+    assert isinstance(evaluation, Evaluation)
+    assert evaluation.arch == ARCH
+    assert 0.0 <= evaluation.accuracy <= 1.0
+    assert evaluation.accuracies == (evaluation.accuracy,) and evaluation.accuracy_std == 0.0
+    cost = count_cost(build_model(ARCH, (8, 8, 1), 10, input_scale=1 / 16))
+    assert (evaluation.flops, evaluation.macs, evaluation.params) == (
+        cost.flops, cost.macs, cost.params
+    )
+    assert set(evaluation.seconds) == {
+        "build", "cost", "compile", "trace", "train", "evaluate", "total"
+    }
+    assert all(value >= 0 for value in evaluation.seconds.values())
+    assert evaluation.train_seconds == pytest.approx(
+        evaluation.seconds["trace"] + evaluation.seconds["train"]
+    )
+    # The model is the trained one: it scores the reported accuracy on validation.
+    predicted = evaluation.model.predict(digits.x_val.astype(np.float32), verbose=0).argmax(1)
+    assert np.mean(predicted == digits.y_val) == pytest.approx(evaluation.accuracy, abs=1e-6)
+    # The model takes no part in equality or repr.
+    assert dataclasses.replace(evaluation, model=None) == evaluation
+    assert "model=" not in repr(evaluation) and "accuracy=" in repr(evaluation)
+
+
+def test_repeats_train_fresh_models_with_consecutive_seeds(digits) -> None:
+    budget = Budget(epochs=1, batch_size=128, repeats=2)
+    evaluation = evaluate_architecture(ARCH, digits, budget, seed=3)
+    assert len(evaluation.accuracies) == 2
+    assert evaluation.accuracy == pytest.approx(np.mean(evaluation.accuracies))
+    assert evaluation.accuracy_std == pytest.approx(np.std(evaluation.accuracies, ddof=1))
+    # The second repeat is the seed-4 training.
+    single = evaluate_architecture(ARCH, digits, ONE_EPOCH, seed=4)
+    assert single.accuracy == evaluation.accuracies[1]
+    # Sessions are cleared before models are built, never after: both models still predict.
+    for model in (evaluation.model, single.model):
+        assert model.predict(digits.x_test[:4].astype(np.float32), verbose=0).shape == (4, 10)
+
+
+def test_train_model_reports_losses_and_seconds(digits) -> None:
+    keras.utils.set_random_seed(0)
+    model = build_model(ARCH, digits.input_shape, digits.num_classes,
+                        input_scale=digits.input_scale)
+    accuracy, info = train_model(model, digits, Budget(epochs=2, batch_size=128,
+                                                       optimizer="sgd"), seed=0)
+    assert 0.0 <= accuracy <= 1.0
+    assert len(info["losses"]) == 2 and all(math.isfinite(v) for v in info["losses"])
+    assert len(info["epoch_seconds"]) == 2 and math.isfinite(info["val_loss"])
+    assert set(info["seconds"]) == {"compile", "trace", "train", "evaluate"}
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_divergence_raises(digits, optimizer) -> None:
+    budget = Budget(epochs=3, batch_size=128, learning_rate=1e12, optimizer=optimizer)
+    with pytest.raises(TrialDiverged, match=r"training diverged at epoch 1 \(loss nan\)") as caught:
+        evaluate_architecture(ARCH, digits, budget, seed=0)
+    assert caught.value.epoch == 1 and math.isnan(caught.value.loss)
+    assert not isinstance(caught.value, PoolnasError)
+
+
+def test_divergence_from_huge_pixels(digits) -> None:
+    huge = np.full((64, 8, 8, 1), 3e38, np.float32)
+    labels = np.arange(64) % 10
+    data = Dataset(name="huge", x_train=huge, y_train=labels, x_val=huge[:10], y_val=labels[:10],
+                   x_test=huge[:10], y_test=labels[:10], input_shape=(8, 8, 1), num_classes=10)
+    with pytest.raises(TrialDiverged, match="diverged at epoch 1"):
+        evaluate_architecture(ARCH, data, ONE_EPOCH, seed=0)
+
+
+def test_retrain_and_test(digits) -> None:
+    accuracy, model = retrain_and_test(ARCH, digits, Budget(epochs=2, batch_size=128), seed=1)
+    assert 0.0 <= accuracy <= 1.0
+    predicted = model.predict(digits.x_test.astype(np.float32), verbose=0).argmax(1)
+    assert np.mean(predicted == digits.y_test) == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_too_small_images_are_a_user_error(digits) -> None:
+    deep = Architecture.from_key("conv3:8x0/max+none:8x1/max+none:8x1/max+none:8x1/max+none:8x1")
+    with pytest.raises(PoolnasError, match="halves the resolution 4 times"):
+        evaluate_architecture(deep, digits, ONE_EPOCH, seed=0)
