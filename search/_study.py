@@ -343,14 +343,13 @@ class SearchRunner:
             self._failures = 0
         trials = study.get_trials(deepcopy=False)
         front = pareto_front(trials)
+        done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
         if frozen.state == optuna.trial.TrialState.COMPLETE:
             members = [(t.number, float(t.values[0]), float(t.values[1])) for t in front]
             volume = hypervolume([(a, f) for _, a, f in members],
                                  reference_flops=self.reference_flops)
-            if self.handle.snapshots is not None:
-                self.handle.snapshots.record(study.study_name, frozen.number, members, volume,
-                                             self.reference_flops)
-        done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+            self.handle.snapshots.record(study.study_name, frozen.number, members, volume,
+                                         self.reference_flops, n_complete=done)
         note = ""
         if "duplicate_of" in frozen.user_attrs:
             note = f"same as trial {frozen.user_attrs['duplicate_of']}"
