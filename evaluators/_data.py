@@ -19,7 +19,6 @@ Data are loaded once per process: repeated calls with the same arguments return 
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -264,9 +263,9 @@ def load_dataset(
     - ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"cifar100"``: through ``keras.datasets``,
       which downloads them once into ``~/.keras/datasets`` (or ``$KERAS_HOME/datasets``). They come
       with a test split.
-    - A path to an ``.npz`` file with ``x_train`` and ``y_train``, and optionally ``x_val``/``y_val``,
-      ``x_test``/``y_test`` and ``class_names``. Images are ``(N, H, W)`` (grayscale) or
-      ``(N, H, W, C)``; labels are integer class indices or one-hot rows.
+    - A path to an ``.npz`` file with ``x_train`` and ``y_train``, and optionally
+      ``x_val``/``y_val``, ``x_test``/``y_test`` and ``class_names``. Images are ``(N, H, W)``
+      (grayscale) or ``(N, H, W, C)``; labels are integer class indices or one-hot rows.
     - A path to a folder with one sub-folder of images per class (the sub-folder names, sorted,
       are the class names). All images must have one size unless ``image_size`` is given.
 

@@ -6,13 +6,19 @@ model, counts its cost, trains it ``budget.repeats`` times with consecutive seed
 architecture once more on train + validation and scores it on the test split, which the search
 never sees.
 
-Every model starts from ``keras.backend.clear_session()`` (so memory does not grow over a long
-search) and ``keras.utils.set_random_seed(seed)``: on one machine, the same seed gives the same
-accuracy. A loss that turns NaN or infinite raises :class:`TrialDiverged`.
+Every model starts from ``keras.backend.clear_session()`` (Keras' global state does not pile up
+over a long search) and ``keras.utils.set_random_seed(seed)``: on one machine, the same seed gives
+the same accuracy, without TensorFlow's op determinism (measured on CPU: bit-identical weights
+across runs and processes). A loss that turns NaN or infinite raises :class:`TrialDiverged`.
+
+TensorFlow itself still keeps each trained model's traced training step (a known leak,
+tensorflow/tensorflow#61791): about 4 MiB per small digits trial, with or without
+``clear_session``. Searches of thousands of trials should recycle their worker processes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -145,8 +151,9 @@ def train_model(
     """Compile and train ``model`` on the training split, then score it on validation.
 
     Seed the model's initial weights by calling ``keras.utils.set_random_seed(seed)`` before
-    building it (:func:`evaluate_architecture` does); this function seeds the rest (the order
-    of the batches, augmentation) with ``seed``.
+    building it (:func:`evaluate_architecture` does); this function calls it again and seeds
+    the order of the batches with ``seed``. The model is (re)compiled with ``budget``'s
+    optimizer.
 
     Args:
         model: An uncompiled model whose input takes ``data``'s images as stored.
@@ -254,7 +261,8 @@ def _fresh_model(arch: Architecture, data: Dataset, budget: Budget, *, seed: int
     )
 
 
-def _monitor():
+@functools.cache
+def _monitor_class() -> type:
     """A callback that times epochs and stops training when an epoch's mean loss is not finite.
 
     It looks at epoch ends only: a per-batch callback would make Keras fetch every batch's
@@ -279,7 +287,7 @@ def _monitor():
                 self.diverged = (epoch + 1, loss)
                 self.model.stop_training = True
 
-    return Monitor()
+    return Monitor
 
 
 def _train_and_score(
@@ -301,7 +309,7 @@ def _train_and_score(
     model.optimizer.build(model.trainable_variables)
     compile_seconds = time.perf_counter() - tick
 
-    monitor = _monitor()
+    monitor = _monitor_class()()
     tick = time.perf_counter()
     history = model.fit(
         data.train_dataset(budget.batch_size, seed=seed),
