@@ -50,6 +50,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -97,6 +104,7 @@ def _input_shape(text: str) -> tuple[int, int, int]:
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from poolnas.search._study import DEFAULT_STORAGE, SAMPLERS
+    from poolnas.search._tuner_engine import TUNERS
 
     parser = _Parser(
         prog="poolnas",
@@ -122,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds this run may take (default: no limit)")
     search.add_argument("--sampler", choices=SAMPLERS, default="tpe",
                         help="Optuna sampler (default: tpe)")
+    search.add_argument("--engine", choices=("optuna", "keras-tuner"), default="optuna",
+                        help="what proposes the candidates: optuna (--sampler, default) or "
+                        "keras-tuner (--tuner); both record into the same storage")
+    search.add_argument("--tuner", choices=TUNERS, default=None,
+                        help="with --engine keras-tuner: KerasTuner's random (default), bayesian "
+                        "or hyperband (up to --epochs per trial)")
+    search.add_argument("--tuner-dir", default=None,
+                        help="with --engine keras-tuner: keep KerasTuner's project folder in a "
+                        "new sub-folder of this directory (default: a temporary folder)")
     search.add_argument("--space", default=None,
                         help="preset (default, catalogue) or a .toml/.json space file")
     search.add_argument("--dataset", default="digits",
@@ -151,11 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "(e.g. 2e6 or 2M)")
     search.add_argument("--artifacts", default=None,
                         help="artifact store directory (default: beside a SQLite database)")
+    search.add_argument("--workers", type=_positive_int, default=1,
+                        help="worker processes on this machine, sharing the CPU cores "
+                        "(default: 1)")
+    search.add_argument("--heartbeat", type=_positive_int, default=60,
+                        help="seconds between heartbeats of a running trial; a trial silent for "
+                        "twice this is failed and retried (default: 60)")
     search.add_argument("--quiet", action="store_true", help="print only the final front")
 
     front = commands.add_parser("front", help="print the Pareto front")
     storage_options(front)
     front.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    front.add_argument("--explain", action="store_true",
+                       help="also show which op and skip type win at each downsampling point")
 
     export = commands.add_parser("export", help="write Pareto-optimal trials as .keras files")
     storage_options(export)
@@ -163,12 +188,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--trial", type=_non_negative_int, action="append", dest="trials",
                         help="export this trial (repeatable; default: the Pareto front)")
     export.add_argument("--overwrite", action="store_true", help="replace existing files")
+    export.add_argument("--retrain-epochs", type=_positive_int, default=None, metavar="E",
+                        help="retrain each model from scratch on train+val for E epochs, test it "
+                        "once on the held-out test split, and write test_accuracy and Kendall's "
+                        "tau (search vs test ranking) into manifest.json")
 
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on the storage")
     storage_options(dashboard, study=False)
     dashboard.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
-    dashboard.add_argument("--port", type=_positive_int, default=8080, help="port (default: 8080)")
+    dashboard.add_argument("--port", type=_port, default=8080,
+                           help="port (default: 8080; 0 picks a free one)")
     dashboard.add_argument("--artifacts", default=None, help="artifact store directory")
+
+    report = commands.add_parser("report", help="write an HTML report with figures",
+                                 description="Write report.html (figures embedded), the figures "
+                                 "as PNG and answer.json into --out.")
+    storage_options(report)
+    report.add_argument("--out", required=True, help="output directory")
+    report.add_argument("--overwrite", action="store_true", help="replace existing files")
 
     space = commands.add_parser("space", help="describe a search space and the catalogue")
     space.add_argument("--space", default=None, help="preset or space file (default: default)")
@@ -234,10 +271,30 @@ _FRONT_COLUMNS = (("trial", "trial"), ("accuracy_text", "accuracy"), ("flops_tex
 
 
 # ---------------------------------------------------------------------- commands
+def _print_report(r: Any) -> None:
+    """The progress line of one finished trial (a :class:`~poolnas.search.TrialReport`)."""
+    accuracy = "-" if r.accuracy is None else f"{r.accuracy:.4f}"
+    best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}"
+    note = f"  ({r.note})" if r.note else ""
+    print(f"[{r.done}/{r.total}] trial {r.number} {r.state}: acc {accuracy}  "
+          f"{human_flops(r.flops)}FLOPs  {r.seconds:.1f}s  {r.key}{note}  | front {r.front_size},"
+          f" best acc {best}", flush=True)
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
+    keras_tuner = args.engine == "keras-tuner"
+    if not keras_tuner and (args.tuner is not None or args.tuner_dir is not None):
+        raise PoolnasError("--tuner and --tuner-dir are options of --engine keras-tuner")
+    if keras_tuner and args.workers > 1:
+        raise PoolnasError("--engine keras-tuner runs one KerasTuner tuner; leave out --workers")
     _quiet_tensorflow()
+    from poolnas.search._workers import configure_threads, run_with_workers, thread_split
+
+    threads = thread_split(args.workers)
+    if args.workers > 1:
+        configure_threads(threads)  # Before TensorFlow runs anything in this process.
     from poolnas.evaluators import Budget
-    from poolnas.search._study import SearchConfig, SearchRunner, TrialReport
+    from poolnas.search._study import SearchConfig, SearchRunner
     from poolnas.spaces import SearchSpace
 
     data_options = {k: v for k, v in (("val_fraction", args.val_fraction),
@@ -251,19 +308,18 @@ def _cmd_search(args: argparse.Namespace) -> int:
                       learning_rate=args.learning_rate, optimizer=args.optimizer,
                       repeats=args.repeats, augment=args.augment),
         seed=args.seed, max_flops=args.max_flops, artifacts=args.artifacts,
+        heartbeat=args.heartbeat,
     )
+    report = None if args.quiet else _print_report
+    if keras_tuner:
+        from poolnas.search._tuner_engine import KerasTunerRunner
 
-    def report(r: TrialReport) -> None:
-        if args.quiet:
-            return
-        accuracy = "-" if r.accuracy is None else f"{r.accuracy:.4f}"
-        best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}"
-        note = f"  ({r.note})" if r.note else ""
-        print(f"[{r.done}/{r.total}] trial {r.number} {r.state}: acc {accuracy}  "
-              f"{human_flops(r.flops)}FLOPs  {r.seconds:.1f}s  {r.key}{note}  | front {r.front_size},"
-              f" best acc {best}", flush=True)
-
-    runner = SearchRunner(config, report=report)
+        runner = KerasTunerRunner(config, tuner=args.tuner or "random", directory=args.tuner_dir,
+                                  report=report)
+        proposer = f"KerasTuner {runner.tuner_name} tuner"
+    else:
+        runner = SearchRunner(config, report=report)
+        proposer = f"sampler {config.sampler}"
     if not args.quiet:
         data = runner.data
         done = runner.complete_trials()
@@ -271,9 +327,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(f"{action} study {config.study!r} in {config.storage}: {done}/{config.trials} "
               f"trials done; data {config.dataset} {tuple(data.input_shape)} x "
               f"{len(data.y_train)} train / {len(data.y_val)} val, {data.num_classes} classes; "
-              f"space of {config.space.size:,} architectures; sampler {config.sampler}",
+              f"space of {config.space.size:,} architectures; {proposer}"
+              + (f"; {args.workers} workers x {threads} threads" if args.workers > 1 else ""),
               flush=True)
-    front = runner.run()
+    front = run_with_workers(runner, args.workers - 1, threads=threads, report=report)
     print(f"\nPareto front of study {config.study!r} ({len(front)} architectures):")
     print(format_table(_front_rows(front), _FRONT_COLUMNS))
     return 0
@@ -283,12 +340,23 @@ def _cmd_front(args: argparse.Namespace) -> int:
     from poolnas.search._pareto import pareto_front
     from poolnas.search._study import open_study
 
+    if args.explain and args.format == "csv":
+        raise PoolnasError("--explain prints a table; use it with --format table or json")
     _, study = open_study(args.storage, args.study)
     rows = _front_rows(pareto_front(study.get_trials(deepcopy=False)))
+    explained = None
+    if args.explain:
+        from poolnas.dashboards import analyse_study
+
+        explained = analyse_study(study)
     if args.format == "json":
         keys = ("trial", "architecture", "accuracy", "accuracy_std", "flops", "macs", "params",
                 "epochs", "train_seconds")
-        print(json.dumps([{k: r[k] for k in keys} for r in rows], indent=2))
+        records = [{k: r[k] for k in keys} for r in rows]
+        if explained is not None:
+            print(json.dumps({"front": records, "explain": explained.as_dict()}, indent=2))
+        else:
+            print(json.dumps(records, indent=2))
     elif args.format == "csv":
         buffer = io.StringIO()
         keys = ["trial", "architecture", "accuracy", "accuracy_std", "flops", "macs", "params"]
@@ -301,6 +369,11 @@ def _cmd_front(args: argparse.Namespace) -> int:
         print(f"study {args.study!r} has no complete feasible trial yet")
     else:
         print(format_table(rows, _FRONT_COLUMNS))
+    if explained is not None and args.format == "table":
+        from poolnas.dashboards import answer_text
+
+        print()
+        print(answer_text(explained))
     return 0
 
 
@@ -309,12 +382,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from poolnas.search._study import open_study
 
     handle, study = open_study(args.storage, args.study)
+    if args.retrain_epochs is not None:
+        _quiet_tensorflow()
+
+    def progress(retrained: Any, done: int, total: int) -> None:
+        print(f"retrained trial {retrained.trial} ({done}/{total}): test acc "
+              f"{retrained.test_accuracy:.4f}  {retrained.seconds:.1f}s", flush=True)
+
     manifest = export_trials(handle, study, args.out, numbers=args.trials,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, retrain_epochs=args.retrain_epochs,
+                             progress=progress)
     for model in manifest["models"]:
-        print(f"{os.path.join(args.out, model['file'])}  acc {model['accuracy']:.4f}  "
+        test = model.get("test_accuracy")
+        tested = "" if test is None else f"  test acc {test:.4f}"
+        print(f"{os.path.join(args.out, model['file'])}  acc {model['accuracy']:.4f}{tested}  "
               f"{human_flops(model['flops'])}FLOPs  {model['architecture']}")
     print(f"{os.path.join(args.out, MANIFEST)}  ({len(manifest['models'])} models)")
+    if args.retrain_epochs is not None:
+        tau = manifest["kendall_tau"]
+        print(f"search vs test accuracy ranking over {len(manifest['models'])} models: "
+              + ("Kendall tau undefined (needs two models whose accuracies differ)" if tau is None
+                 else f"Kendall tau {tau:+.3f}"))
     return 0
 
 
@@ -322,6 +410,17 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from poolnas.dashboards import serve
 
     return serve(args.storage, host=args.host, port=args.port, artifacts=args.artifacts)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from poolnas.dashboards import write_report
+    from poolnas.search._study import open_study
+
+    handle, study = open_study(args.storage, args.study)
+    with handle:
+        for path in write_report(handle, study, args.out, overwrite=args.overwrite):
+            print(path)
+    return 0
 
 
 def _cmd_space(args: argparse.Namespace) -> int:
@@ -376,7 +475,8 @@ def _cmd_flops(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"search": _cmd_search, "front": _cmd_front, "export": _cmd_export,
-             "dashboard": _cmd_dashboard, "space": _cmd_space, "flops": _cmd_flops}
+             "dashboard": _cmd_dashboard, "report": _cmd_report, "space": _cmd_space,
+             "flops": _cmd_flops}
 
 
 def _quiet_tensorflow() -> None:
@@ -408,11 +508,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    import warnings
+
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     try:
         return _COMMANDS[args.command](args)
     except PoolnasError as error:
         print(f"poolnas: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("poolnas: interrupted; finished trials are saved", file=sys.stderr)
+        print("poolnas: interrupted; finished trials are saved (run the same command to resume)",
+              file=sys.stderr)
         return 130

@@ -1,7 +1,9 @@
 """Export trained trials as ``.keras`` files plus a ``manifest.json``.
 
-The trained weights were saved as Optuna artifacts during the search, so export retrains
-nothing: it copies each model out of the artifact store. Each file loads with plain
+The trained weights were saved as Optuna artifacts during the search, so by default export
+retrains nothing: it copies each model out of the artifact store. ``--retrain-epochs E`` instead
+trains each architecture afresh on train + validation and tests it
+(:mod:`poolnas.search._retrain`). Each file loads with plain
 ``keras.saving.load_model(path)`` (``safe_mode`` on, no custom objects).
 """
 
@@ -10,7 +12,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +25,7 @@ from poolnas.spaces import PoolnasError
 if TYPE_CHECKING:
     import optuna
 
+    from poolnas.search._retrain import Retrained
     from poolnas.search._storage import StorageHandle
 
 MANIFEST = "manifest.json"
@@ -80,17 +85,38 @@ def export_trials(
     *,
     numbers: list[int] | None = None,
     overwrite: bool = False,
+    retrain_epochs: int | None = None,
+    progress: Callable[[Retrained, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Write the chosen (default: Pareto-optimal) trials' models and a manifest into ``out_dir``.
 
     Nothing is overwritten unless ``overwrite``: if a target file exists the export stops before
     writing anything. Files are written to a temporary name and renamed into place.
 
+    By default the models are the search's trained models (``"weights": "search"``). With
+    ``retrain_epochs``, each architecture is first trained afresh on train + validation and
+    scored once on the test split (:func:`~poolnas.search._retrain.retrain_trials`); the files
+    are then the retrained models, each model's ``test_accuracy`` is written beside its search
+    ``accuracy``, and ``kendall_tau`` says how well the search accuracies ranked them. All the
+    retraining happens before anything is written.
+
+    Args:
+        handle: The study's storage.
+        study: The study.
+        out_dir: Folder to write into (created; its parent must exist).
+        numbers: Trials to export (default: the Pareto front).
+        overwrite: Replace existing files.
+        retrain_epochs: Retrain each model for this many epochs and test it (default: export
+            the search's models as they are).
+        progress: With ``retrain_epochs``: called after each retraining as
+            ``progress(retrained, done, total)``.
+
     Returns:
         The manifest (also written as ``out_dir/manifest.json``).
 
     Raises:
-        PoolnasError: Bad trial numbers, missing artifacts, existing files, unwritable folder.
+        PoolnasError: Bad trial numbers, missing artifacts, existing files, unwritable folder;
+            with ``retrain_epochs``, data that cannot be reloaded or a diverged retraining.
     """
     import optuna
 
@@ -110,26 +136,43 @@ def export_trials(
     if not out.parent.exists():
         raise PoolnasError(f"the parent directory of --out {str(out)!r} does not exist")
     store = handle.artifact_store()
-    try:
-        out.mkdir(exist_ok=True)
-        models = []
-        for trial, name in zip(chosen, names):
-            artifact = trial.user_attrs["model_artifact"]
-            partial = out / f".{name}.partial"
-            try:
-                optuna.artifacts.download_artifact(
-                    artifact_store=store, file_path=str(partial), artifact_id=artifact
-                )
-            except Exception as error:  # the store's own errors vary by backend
-                partial.unlink(missing_ok=True)
-                raise PoolnasError(
-                    f"the model of trial {trial.number} (artifact {artifact}) cannot be read from "
-                    f"the artifact store {handle.artifact_dir}: {error}"
-                ) from None
-            os.replace(partial, out / name)
-            models.append({"file": name, **trial_record(trial)})
-    except OSError as error:
-        raise PoolnasError(f"cannot write to {str(out)!r}: {error.strerror or error}") from None
+    weights = "search"
+    if retrain_epochs is not None:
+        weights = f"retrained on train+val for {retrain_epochs} epochs"
+    with tempfile.TemporaryDirectory(prefix="poolnas-retrain-") as scratch:
+        retrained: dict[int, Retrained] = {}
+        if retrain_epochs is not None:
+            from poolnas.search._retrain import retrain_trials
+
+            retrained = retrain_trials(study, chosen, epochs=retrain_epochs, into=scratch,
+                                       progress=progress)
+        try:
+            out.mkdir(exist_ok=True)
+            models = []
+            for trial, name in zip(chosen, names):
+                artifact = trial.user_attrs["model_artifact"]
+                partial = out / f".{name}.partial"
+                if trial.number in retrained:
+                    shutil.copyfile(retrained[trial.number].path, partial)
+                else:
+                    try:
+                        optuna.artifacts.download_artifact(
+                            artifact_store=store, file_path=str(partial), artifact_id=artifact
+                        )
+                    except Exception as error:  # the store's own errors vary by backend
+                        partial.unlink(missing_ok=True)
+                        raise PoolnasError(
+                            f"the model of trial {trial.number} (artifact {artifact}) cannot be "
+                            f"read from the artifact store {handle.artifact_dir}: {error}"
+                        ) from None
+                os.replace(partial, out / name)
+                test = retrained.get(trial.number)
+                models.append({"file": name, **trial_record(trial), "weights": weights,
+                               "test_accuracy": None if test is None else test.test_accuracy})
+        except OSError as error:
+            raise PoolnasError(
+                f"cannot write to {str(out)!r}: {error.strerror or error}"
+            ) from None
 
     manifest = {
         "study": study.study_name,
@@ -140,8 +183,19 @@ def export_trials(
         "num_classes": settings["num_classes"],
         "input_dtype": "raw images as the data set stores them (the model rescales)",
         "flops_convention": "TensorFlow profiler, frozen inference graph, batch 1",
+        "seed": settings.get("seed"),
+        "weights": weights,
         "models": models,
     }
+    if retrain_epochs is not None:
+        from poolnas.search._retrain import kendall_tau
+
+        tau = kendall_tau([m["accuracy"] for m in models], [m["test_accuracy"] for m in models])
+        manifest.update({
+            "retrain_epochs": retrain_epochs,
+            "test_examples": next(iter(retrained.values())).test_examples,
+            "kendall_tau": tau,
+        })
     write_json_atomically(out / MANIFEST, manifest)
     return manifest
 

@@ -53,18 +53,17 @@ from poolnas.search._snapshots import (
     SnapshotStore,
     newer_schema_error,
 )
+from poolnas.search._workers import RetryKilledTrial
 from poolnas.spaces import PoolnasError
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
 
 try:  # Optuna >= 4.9 renamed the callback and its argument.
-    from optuna.storages import RetryHeartbeatStaleTrialCallback as _RetryCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback  # noqa: F401
 
     _CALLBACK_ARGUMENT = "heartbeat_stale_trial_callback"
 except ImportError:  # pragma: no cover - older Optuna
-    from optuna.storages import RetryFailedTrialCallback as _RetryCallback
-
     _CALLBACK_ARGUMENT = "failed_trial_callback"
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -613,7 +612,9 @@ def _open_rdb(
     )
     engine: sa.Engine = storage.engine
     try:
-        snapshots = SnapshotStore(engine, create=create)
+        # Its tables are made by the first snapshot, so a search refused after opening (e.g. a
+        # study of another program) leaves the database as it was.
+        snapshots = SnapshotStore(engine, create=False)
     except BaseException:
         engine.dispose()
         raise
@@ -666,7 +667,7 @@ def _create_rdb_storage(
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 warnings.simplefilter("ignore", FutureWarning)
                 if heartbeat:
-                    heartbeat[_CALLBACK_ARGUMENT] = _RetryCallback(max_retry=max_retry)
+                    heartbeat[_CALLBACK_ARGUMENT] = RetryKilledTrial(max_retry=max_retry)
                 return optuna.storages.RDBStorage(
                     url,
                     engine_kwargs=dict(engine_kwargs),

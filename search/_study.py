@@ -6,7 +6,9 @@ Only this module creates Optuna studies and trials. One trial is one architectur
 
 ``architecture`` (the key), ``flops``, ``macs``, ``params``, ``epochs``, ``train_seconds``,
 ``accuracy_std`` and ``accuracies`` (one per seed), ``seconds`` (build/train/evaluate/storage
-split), ``model_artifact`` (the Optuna artifact id of the trained ``.keras`` file), and, where
+split), ``model_artifact`` (the Optuna artifact id of the trained ``.keras`` file),
+``diagram_artifact`` (its architecture picture, with a dashboard note; see
+:mod:`poolnas.dashboards`), and, where
 they apply, ``duplicate_of`` (the trial whose results were reused), ``infeasible`` (why the
 FLOPs budget ruled it out) or ``fail_reason``.
 
@@ -18,14 +20,23 @@ with different settings is refused instead of mixing incomparable trials.
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from poolnas.search._pareto import hypervolume, pareto_front
+from poolnas.search._locks import StudyLock
 from poolnas.search._storage import StorageHandle, load_study, open_storage
+from poolnas.search._workers import (
+    POLL_SECONDS,
+    WORKER_ATTR,
+    GracefulStop,
+    WorkerIdentity,
+    reclaim_dead_trials,
+)
 from poolnas.spaces import Architecture, PoolnasError, SearchSpace
 
 if TYPE_CHECKING:
@@ -59,6 +70,11 @@ class SearchConfig:
         seed: Seeds the sampler and the training of every trial.
         max_flops: Candidates above this are recorded as infeasible without training.
         artifacts: Directory of the artifact store (default: beside a SQLite database).
+        heartbeat: Seconds between the heartbeats of a running trial (database storages). A
+            trial whose heartbeat is ``2 * heartbeat`` seconds old is failed and queued again;
+            one whose worker ran on this machine and died is failed at once.
+        worker: Index of this worker among those started together (``--workers``); it varies
+            the sampler's seed so that workers do not propose the same trials.
     """
 
     study: str = "poolnas"
@@ -73,6 +89,8 @@ class SearchConfig:
     seed: int = 0
     max_flops: int | None = None
     artifacts: str | None = None
+    heartbeat: int = 60
+    worker: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.study, str) or not self.study.strip():
@@ -87,6 +105,11 @@ class SearchConfig:
             )
         if self.max_flops is not None and self.max_flops < 1:
             raise PoolnasError(f"--max-flops must be a positive number, got {self.max_flops}")
+        if not isinstance(self.heartbeat, int) or self.heartbeat < 1:
+            raise PoolnasError(f"--heartbeat must be a positive whole number of seconds, "
+                               f"got {self.heartbeat!r}")
+        if not isinstance(self.worker, int) or self.worker < 0:
+            raise PoolnasError(f"worker index must be 0 or more, got {self.worker!r}")
         if self.budget is None:
             from poolnas.evaluators import Budget
 
@@ -176,11 +199,24 @@ class CostModel:
         return best
 
 
+def trial_seed(seed: int, number: int) -> int:
+    """The training seed of trial ``number``'s first repeat in a study searched with ``seed``."""
+    return seed * 100_003 + number
+
+
 def study_settings(config: SearchConfig, data: Dataset) -> dict[str, Any]:
-    """The settings a study's trials depend on (stored on the study, checked on resume)."""
+    """The settings a study's trials depend on (stored on the study, checked on resume).
+
+    ``dataset``, ``data_options`` and ``seed`` (which fixes the split) reload the same data and
+    the same train/validation/test split, e.g. for ``export --retrain-epochs``. Values are
+    stored as JSON gives them back (a tuple as a list), so a resume compares like with like.
+    """
+    import json
+
     return {
         "dataset": config.dataset,
-        "data_options": dict(sorted(config.data_options.items())),
+        "data_options": json.loads(json.dumps(dict(sorted(config.data_options.items())))),
+        "seed": config.seed,
         "budget": asdict(config.budget),
         "space": config.space.to_dict(),
         "input_shape": list(data.input_shape),
@@ -192,16 +228,139 @@ def study_settings(config: SearchConfig, data: Dataset) -> dict[str, Any]:
 
 
 def _check_resume(name: str, stored: dict[str, Any], wanted: dict[str, Any]) -> None:
-    for key in ("dataset", "data_options", "budget", "space", "max_flops"):
+    for key in ("engine", "dataset", "data_options", "budget", "space", "max_flops"):
         if stored.get(key) != wanted.get(key):
             raise PoolnasError(
                 f"study {name!r} was created with a different {key.replace('_', ' ')} "
                 f"({stored.get(key)!r}); resume it with the same options or use a new --study"
             )
+    # Studies made before the seed was stored resume with any seed.
+    if "seed" in stored and stored["seed"] != wanted.get("seed"):
+        raise PoolnasError(
+            f"study {name!r} was created with --seed {stored['seed']} (the seed fixes the data "
+            "split); resume it with the same seed or use a new --study"
+        )
+
+
+# ---------------------------------------------------------------------- recording trials
+# What a trial stores, in one place: the search's objective, the KerasTuner engine and the
+# KerasTuner OptunaOracle (poolnas.search._tuner_engine, _oracle) record trials with these.
+def record_candidate(trial: optuna.Trial, arch: Architecture, cost: Any, *,
+                     epochs: int | None) -> None:
+    """Set what every trial carries: ``architecture``, ``flops``, ``macs``, ``params``, ``epochs``.
+
+    ``epochs=None`` leaves ``epochs`` to be set when it is known.
+    """
+    trial.set_user_attr("architecture", arch.key)
+    for name in ("flops", "macs", "params"):
+        trial.set_user_attr(name, int(getattr(cost, name)))
+    if epochs is not None:
+        trial.set_user_attr("epochs", epochs)
+
+
+def evaluated_trial(study: optuna.Study, key: str,
+                    number: int) -> optuna.trial.FrozenTrial | None:
+    """The first complete, non-duplicate trial of architecture ``key`` other than ``number``."""
+    import optuna
+
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if (t.number != number and t.user_attrs.get("architecture") == key
+                and "duplicate_of" not in t.user_attrs):
+            return t
+    return None
+
+
+def reuse_evaluated(trial: optuna.Trial, study: optuna.Study,
+                    key: str) -> optuna.trial.FrozenTrial | None:
+    """Make ``trial`` a duplicate of the study's evaluation of ``key``, if there is one.
+
+    Copies the original's results (user attrs and constraints) and sets ``duplicate_of``; the
+    caller returns the original's ``values``.
+
+    Returns:
+        The original trial, or None when ``key`` was never evaluated.
+    """
+    original = evaluated_trial(study, key, trial.number)
+    if original is None:
+        return None
+    for name in ("accuracy_std", "accuracies", "train_seconds", "model_artifact", "infeasible"):
+        if name in original.user_attrs:
+            trial.set_user_attr(name, original.user_attrs[name])
+    trial.set_user_attr("duplicate_of", original.number)
+    for name, value in original.constraints.items():
+        trial.set_constraint(name, value)
+    return original
+
+
+def rule_out_over_budget(trial: optuna.Trial, cost: Any, max_flops: int | None) -> bool:
+    """Set the FLOPs-budget constraint; over budget, mark the trial ``infeasible`` (untrained).
+
+    Returns:
+        Whether the candidate is over the budget; its values are then ``(0.0, flops)``.
+    """
+    if max_flops is None:
+        return False
+    trial.set_constraint("flops_budget", float(cost.flops - max_flops))
+    if cost.flops <= max_flops:
+        return False
+    trial.set_user_attr("infeasible", f"{cost.flops} FLOPs > budget {max_flops}")
+    trial.set_user_attr("train_seconds", 0.0)
+    return True
+
+
+def save_model_artifact(handle: StorageHandle, trial: optuna.Trial, model: Any) -> str:
+    """Save a trained model as ``trialNNNNN.keras`` in the artifact store; its artifact id."""
+    import optuna
+
+    with tempfile.TemporaryDirectory(prefix="poolnas-") as tmp:
+        path = os.path.join(tmp, f"trial{trial.number:05d}.keras")
+        model.save(path)
+        return optuna.artifacts.upload_artifact(
+            artifact_store=handle.artifact_store(), file_path=path,
+            study_or_trial=trial, mimetype="application/octet-stream",
+        )
+
+
+def record_evaluation(trial: optuna.Trial, *, artifact_id: str | None,
+                      accuracies: Sequence[float], train_seconds: float,
+                      seconds: dict[str, float]) -> None:
+    """Set what a trained trial carries: ``model_artifact`` (unless None), ``accuracy_std``,
+    ``accuracies``, ``train_seconds`` and ``seconds`` (wall time by phase)."""
+    values = [float(a) for a in accuracies]
+    if artifact_id is not None:
+        trial.set_user_attr("model_artifact", artifact_id)
+    trial.set_user_attr("accuracy_std",
+                        float(statistics.stdev(values)) if len(values) > 1 else 0.0)
+    trial.set_user_attr("accuracies", values)
+    trial.set_user_attr("train_seconds", round(float(train_seconds), 3))
+    trial.set_user_attr("seconds", {k: round(float(v), 3) for k, v in seconds.items()})
+
+
+def snapshot_front(handle: StorageHandle, study: optuna.Study, number: int, *,
+                   reference_flops: int,
+                   trials: list[optuna.trial.FrozenTrial] | None = None) -> None:
+    """After trial ``number`` completed: write the Pareto-front snapshot (in one transaction)
+    and refresh the study's dashboard figures."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    front = pareto_front(trials)
+    done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    members = [(t.number, float(t.values[0]), float(t.values[1])) for t in front]
+    volume = hypervolume([(a, f) for _, a, f in members], reference_flops=reference_flops)
+    handle.snapshots.record(study.study_name, number, members, volume, reference_flops,
+                            n_complete=done)
+    from poolnas.dashboards import refresh_study_figures
+
+    refresh_study_figures(study, trials)
 
 
 class SearchRunner:
     """Runs (or resumes) one study. State: the study, its storage, data and caches."""
+
+    #: What proposes the candidates, when it is not Optuna's sampler; stored in the study's
+    #: settings as ``engine`` (``keras-tuner:random``, …), and a resume with another is refused.
+    engine: str | None = None
 
     def __init__(self, config: SearchConfig, *,
                  report: Callable[[TrialReport], None] | None = None,
@@ -219,13 +378,19 @@ class SearchRunner:
                                input_scale=self.data.input_scale,
                                input_offset=self.data.input_offset)
         self.handle: StorageHandle = open_storage(config.storage, create=True,
-                                                  artifacts=config.artifacts)
+                                                  artifacts=config.artifacts,
+                                                  heartbeat_interval=config.heartbeat)
         self.study = self._create_or_resume()
         settings = self.study.user_attrs[STUDY_ATTR]
         self.reference_flops = int(settings["reference_flops"])
         self._failures = 0
         self._last_failure = ""
         self.timings: list[dict[str, float]] = []
+        self.identity = WorkerIdentity.current()
+        self.stop = GracefulStop()
+        self._lock: StudyLock | None = None
+        self._interrupted_trial: int | None = None
+        self._current_trial: int | None = None
 
     # ------------------------------------------------------------------ set-up
     def _create_or_resume(self) -> optuna.Study:
@@ -233,21 +398,34 @@ class SearchRunner:
 
         config = self.config
         wanted = study_settings(config, self.data)
+        if self.engine is not None:
+            wanted["engine"] = self.engine
         existing = {s.study_name for s in self.handle.optuna_storage.get_all_studies()}
-        sampler = make_sampler(config.sampler, config.space, config.seed)
+        # Workers started together draw different trials; worker 0 keeps the plain seed.
+        sampler = make_sampler(config.sampler, config.space,
+                               config.seed + 10_007 * config.worker)
         if config.study in existing:
             study = optuna.load_study(study_name=config.study,
                                       storage=self.handle.optuna_storage, sampler=sampler)
             stored = study.user_attrs.get(STUDY_ATTR)
-            if stored is None or study.directions != [
+            ours = study.directions == [
                 optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
-            ]:
+            ]
+            if stored is None and ours and not study.get_trials(deepcopy=False):
+                pass  # Another worker is creating it this moment: finish it below.
+            elif stored is None or not ours:
                 raise PoolnasError(
                     f"study {config.study!r} in {config.storage} was not created by poolnas; "
                     "choose another --study"
                 )
-            _check_resume(config.study, stored, wanted)
-            return study
+            else:
+                _check_resume(config.study, stored, wanted)
+                started = len(study.get_trials(deepcopy=False))
+                if started:  # A resumed sampler must not replay the first run's draws.
+                    study.sampler = make_sampler(
+                        config.sampler, config.space,
+                        config.seed + 10_007 * config.worker + 1_000_003 * started)
+                return study
         wanted["reference_flops"] = int(self.costs.largest(config.space))
         study = optuna.create_study(
             study_name=config.study,
@@ -269,66 +447,53 @@ class SearchRunner:
 
         started = time.perf_counter()
         arch = self.config.space.suggest(trial)
-        trial.set_user_attr("architecture", arch.key)
         cost = self.costs(arch)
-        for name in ("flops", "macs", "params"):
-            trial.set_user_attr(name, int(getattr(cost, name)))
-        trial.set_user_attr("epochs", self.config.budget.epochs)
+        record_candidate(trial, arch, cost, epochs=self.config.budget.epochs)
 
-        original = self._evaluated(arch.key, trial.number)
+        original = reuse_evaluated(trial, self.study, arch.key)
         if original is not None:
-            for name in ("accuracy_std", "accuracies", "train_seconds", "model_artifact",
-                         "infeasible"):
-                if name in original.user_attrs:
-                    trial.set_user_attr(name, original.user_attrs[name])
-            trial.set_user_attr("duplicate_of", original.number)
-            for name, value in original.constraints.items():
-                trial.set_constraint(name, value)
+            self._annotate(trial, arch, remark=f"Same architecture as trial {original.number}: "
+                           "its results are reused, its model and picture are there.",
+                           picture=False)
             return float(original.values[0]), float(original.values[1])
 
         budget = self.config.max_flops
-        if budget is not None:
-            trial.set_constraint("flops_budget", float(cost.flops - budget))
-        if budget is not None and cost.flops > budget:
-            trial.set_user_attr("infeasible", f"{cost.flops} FLOPs > budget {budget}")
-            trial.set_user_attr("train_seconds", 0.0)
+        if rule_out_over_budget(trial, cost, budget):
+            self._annotate(trial, arch, remark=f"Not trained: {cost.flops:,} FLOPs is over the "
+                           f"budget of {budget:,}.")
             return 0.0, float(cost.flops)
 
         evaluation = evaluate_architecture(arch, self.data, self.config.budget,
-                                           seed=self.config.seed * 100_003 + trial.number)
+                                           seed=trial_seed(self.config.seed, trial.number))
         stored_at = time.perf_counter()
         artifact_id = self._save_model(trial, evaluation.model, arch)
         seconds = dict(evaluation.seconds)
         seconds["storage"] = time.perf_counter() - stored_at
+        annotated_at = time.perf_counter()
+        self._annotate(trial, arch)
+        seconds["annotate"] = time.perf_counter() - annotated_at
         seconds["total"] = time.perf_counter() - started
-        trial.set_user_attr("model_artifact", artifact_id)
-        trial.set_user_attr("accuracy_std", float(evaluation.accuracy_std))
-        trial.set_user_attr("accuracies", [float(a) for a in evaluation.accuracies])
-        trial.set_user_attr("train_seconds", round(float(evaluation.train_seconds), 3))
-        trial.set_user_attr("seconds", {k: round(float(v), 3) for k, v in seconds.items()})
+        record_evaluation(trial, artifact_id=artifact_id, accuracies=evaluation.accuracies,
+                          train_seconds=evaluation.train_seconds, seconds=seconds)
         self.timings.append(seconds)
         return float(evaluation.accuracy), float(cost.flops)
 
     def _evaluated(self, key: str, number: int) -> optuna.trial.FrozenTrial | None:
         """The first complete, non-duplicate trial of ``key`` (None: never evaluated)."""
-        import optuna
-
-        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            if (t.number != number and t.user_attrs.get("architecture") == key
-                    and "duplicate_of" not in t.user_attrs):
-                return t
-        return None
+        return evaluated_trial(self.study, key, number)
 
     def _save_model(self, trial: optuna.Trial, model, arch: Architecture) -> str:
-        import optuna
+        return save_model_artifact(self.handle, trial, model)
 
-        with tempfile.TemporaryDirectory(prefix="poolnas-") as tmp:
-            path = os.path.join(tmp, f"trial{trial.number:05d}.keras")
-            model.save(path)
-            return optuna.artifacts.upload_artifact(
-                artifact_store=self.handle.artifact_store(), file_path=path,
-                study_or_trial=trial, mimetype="application/octet-stream",
-            )
+    def _annotate(self, trial: optuna.Trial, arch: Architecture, *, remark: str | None = None,
+                  picture: bool = True) -> None:
+        """The trial's dashboard note and architecture picture; never fails the trial."""
+        from poolnas.dashboards import annotate_trial
+
+        store = (self.handle.artifact_store()
+                 if picture and self.handle.artifact_dir is not None else None)
+        annotate_trial(trial, arch, input_shape=self.data.input_shape,
+                       num_classes=self.data.num_classes, artifact_store=store, remark=remark)
 
     # ------------------------------------------------------------------ after each trial
     def _after_trial(self, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
@@ -345,11 +510,8 @@ class SearchRunner:
         front = pareto_front(trials)
         done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
         if frozen.state == optuna.trial.TrialState.COMPLETE:
-            members = [(t.number, float(t.values[0]), float(t.values[1])) for t in front]
-            volume = hypervolume([(a, f) for _, a, f in members],
-                                 reference_flops=self.reference_flops)
-            self.handle.snapshots.record(study.study_name, frozen.number, members, volume,
-                                         self.reference_flops, n_complete=done)
+            snapshot_front(self.handle, study, frozen.number,
+                           reference_flops=self.reference_flops, trials=trials)
         note = ""
         if "duplicate_of" in frozen.user_attrs:
             note = f"same as trial {frozen.user_attrs['duplicate_of']}"
@@ -366,10 +528,12 @@ class SearchRunner:
             best_accuracy=max((t.values[0] for t in front), default=None),
             done=done, total=self.config.trials,
         ))
-        if done >= self.config.trials:
-            study.stop()
-        if self._failures >= MAX_CONSECUTIVE_FAILURES:
-            study.stop()
+        if done >= self.config.trials or self._failures >= MAX_CONSECUTIVE_FAILURES:
+            self._stop_optimizing(study)
+
+    def _stop_optimizing(self, study: optuna.Study) -> None:
+        """End ``study.optimize`` after this trial (the KerasTuner engine stops its tuner)."""
+        study.stop()
 
     # ------------------------------------------------------------------ run
     def complete_trials(self) -> int:
@@ -378,31 +542,137 @@ class SearchRunner:
         return len(self.study.get_trials(deepcopy=False,
                                          states=(optuna.trial.TrialState.COMPLETE,)))
 
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to stop before its next trial (thread-safe)."""
+        self.stop.request()
+
     def run(self) -> list[optuna.trial.FrozenTrial]:
-        """Run until the study has ``trials`` complete trials (or the timeout). Returns the front.
+        """Run until the study has ``trials`` complete trials in total (or the timeout).
+
+        Several workers (processes, machines) may run one study. Each starts a trial only while
+        it holds the study's :class:`~poolnas.search.StudyLock` and sees a free slot (complete
+        plus running trials below ``trials``), so the study ends with exactly ``trials``
+        complete trials. A worker without a free slot waits for the running trials: if one
+        fails, or its worker died and it is reclaimed, the slot is free again. Before each trial
+        the trials of dead workers are failed and queued again, and a queued trial runs first.
+        Ctrl-C and SIGTERM stop cleanly (:class:`~poolnas.search.GracefulStop`).
+
+        Returns:
+            The Pareto front of the study.
 
         Raises:
             PoolnasError: Trials keep failing (the set-up, not one architecture, is broken).
+            KeyboardInterrupt: A signal stopped the run. A trial it interrupted was failed and
+                queued again; the rest of the study is as it was.
         """
-        remaining = self.config.trials - self.complete_trials()
-        if remaining > 0:
-            self.study.optimize(
-                self._objective_recording_failures,
-                n_trials=None,
-                timeout=self.config.timeout,
-                catch=(Exception,),
-                callbacks=[self._after_trial],
-                gc_after_trial=True,
-            )
+        timeout = self.config.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        lock = StudyLock(self.handle, self.config.study)
+        with self.stop:
+            try:
+                while not self.stop.stopping and self._failures < MAX_CONSECUTIVE_FAILURES:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+                    lock.acquire()
+                    try:
+                        step = self._next_step()
+                        if step == "run":
+                            self._lock = lock  # The objective releases it once it has begun.
+                            self._run_one_trial()
+                    finally:
+                        self._lock = None
+                        lock.release()
+                    if step == "done":
+                        break
+                    if step == "wait":
+                        self.stop.wait(POLL_SECONDS)
+            except KeyboardInterrupt:
+                self._queue_interrupted_trial()
+                raise
+        if self.stop.signal is not None:
+            import signal
+
+            raise KeyboardInterrupt(f"stopped by {signal.Signals(self.stop.signal).name}")
         if self._failures >= MAX_CONSECUTIVE_FAILURES:
             raise PoolnasError(
                 f"{self._failures} trials failed in a row, last because: {self._last_failure}"
             )
         return pareto_front(self.study.get_trials(deepcopy=False))
 
-    def _objective_recording_failures(self, trial: optuna.Trial) -> tuple[float, float]:
+    def _next_step(self) -> str:
+        """``"run"``, ``"wait"`` or ``"done"``; called while holding the study lock."""
+        import optuna
+
+        state = optuna.trial.TrialState
+        for number in reclaim_dead_trials(self.study, grace_period=2 * self.config.heartbeat,
+                                          here=self.identity):
+            dead = self.study.trials[number]
+            self.report(TrialReport(
+                number=number, key=dead.user_attrs.get("architecture", "?"), state="fail",
+                note=dead.user_attrs.get("fail_reason", "its worker stopped sending heartbeats")
+                + "; queued again", done=self.complete_trials(), total=self.config.trials,
+            ))
+        trials = self.study.get_trials(deepcopy=False, states=(state.COMPLETE, state.RUNNING))
+        complete = sum(t.state == state.COMPLETE for t in trials)
+        if complete >= self.config.trials:
+            return "done"
+        if len(trials) >= self.config.trials:
+            return "wait"  # Other workers' trials take the remaining slots.
+        return "run"
+
+    def _run_one_trial(self) -> None:
+        """One trial through ``study.optimize`` (its heartbeat, retries and callbacks)."""
+        import optuna
+
+        self._current_trial = None
         try:
-            return self.objective(trial)
+            self.study.optimize(self._objective_recording_failures, n_trials=1,
+                                catch=(Exception,), callbacks=[self._after_trial],
+                                gc_after_trial=True)
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            # Optuna cannot finish a trial that another worker failed meanwhile: it took this
+            # one for dead (its heartbeat came too late) and queued it again. Nothing is lost
+            # but this attempt; any other error is a bug and propagates.
+            taken = None if self._current_trial is None else \
+                self.study._storage.get_trial(self._current_trial)
+            if taken is None or taken.state != optuna.trial.TrialState.FAIL:
+                raise
+            self.report(TrialReport(
+                number=taken.number, key=taken.user_attrs.get("architecture", "?"),
+                state="fail", note="another worker took it for dead (its heartbeat was late; "
+                "raise --heartbeat); it is queued again", done=self.complete_trials(),
+                total=self.config.trials,
+            ))
+
+    def _queue_interrupted_trial(self) -> None:
+        """Queue the trial a signal interrupted again, so that a resume trains it first."""
+        import optuna
+
+        from poolnas.search._workers import retry_callback
+
+        trial_id, self._interrupted_trial = self._interrupted_trial, None
+        if trial_id is None:
+            return
+        storage = self.study._storage
+        frozen = storage.get_trial(trial_id)
+        if frozen.state == optuna.trial.TrialState.FAIL:
+            retry_callback(storage)(self.study, frozen)
+
+    def _objective_recording_failures(self, trial: optuna.Trial) -> tuple[float, float]:
+        self._current_trial = trial._trial_id
+        try:
+            # Named before other workers may look: none takes it for the trial of a dead one.
+            trial.set_user_attr(WORKER_ATTR, self.identity.as_attr())
+        finally:
+            if self._lock is not None:
+                self._lock.release()  # The trial exists: the next worker may count and start.
+        try:
+            with self.stop.interruptible():
+                return self.objective(trial)
+        except KeyboardInterrupt as error:
+            self._interrupted_trial = trial._trial_id
+            trial.set_user_attr("fail_reason", f"interrupted: {error or 'KeyboardInterrupt'}")
+            raise
         except Exception as error:
             reason = f"{type(error).__name__}: {error}".strip()
             trial.set_user_attr("fail_reason", reason.splitlines()[0][:500] if reason else "error")

@@ -95,3 +95,23 @@ def test_bias_and_plain_dense_count_like_the_profiler() -> None:
     model = keras.Model(inputs, keras.layers.Dense(3)(x))
     assert count_cost(model).flops == profiler_flops(model)
     assert count_cost(model).params == model.count_params()
+
+
+def test_augmentation_layers_cost_nothing_at_inference() -> None:
+    """--augment adds random flip and shift layers: identity at inference, so the FLOPs (and the
+    predictions) are those of the same model without them."""
+    import numpy as np
+
+    arch = Architecture.from_key("conv3:8x1/max+pool_projection:16x1/conv+projection:16x1")
+    keras.utils.set_random_seed(0)
+    plain = build_model(arch, (8, 8, 3), 4, input_scale=1 / 255)
+    keras.utils.set_random_seed(0)
+    augmented = build_model(arch, (8, 8, 3), 4, input_scale=1 / 255, augment=True)
+    assert {"augment_flip", "augment_shift"} <= {layer.name for layer in augmented.layers}
+    cost = count_cost(augmented)
+    assert cost.flops == profiler_flops(augmented) == count_cost(plain).flops
+    assert cost.params == augmented.count_params() == plain.count_params()
+    images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3)).astype("float32")
+    augmented.set_weights(plain.get_weights())
+    np.testing.assert_allclose(augmented(images, training=False), plain(images, training=False),
+                               rtol=1e-6)

@@ -27,7 +27,40 @@ def existing(tmp_path_factory) -> Path:
     (where / "notes.db").write_bytes(b"these are my thesis notes, not a database\n" * 50)
     (where / "bad_space.toml").write_text("points = 3\nops = ['max', 'maxpool']\n")
     (where / "broken.npz").write_bytes(b"not a zip")
+    _hostile_files(where)
     return where
+
+
+def _hostile_files(where: Path) -> None:
+    """Databases and space files a user can get wrong, beside the real study `ok.db`."""
+    import shutil
+    import sqlite3
+
+    import optuna
+
+    def db(name: str, *statements: str) -> None:
+        shutil.copy(where / "ok.db", where / name)
+        with sqlite3.connect(where / name) as connection:
+            for statement in statements:
+                connection.execute(statement)
+        connection.close()
+
+    db("newer_optuna.db", "UPDATE alembic_version SET version_num = 'v9.9.0.a'",
+       "UPDATE version_info SET library_version = '9.9.0'")
+    db("newer_poolnas.db", "UPDATE poolnas_schema SET version = 99")
+    with sqlite3.connect(where / "customers.db") as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        connection.execute("INSERT INTO customers VALUES (1, 'Ada')")
+    connection.close()
+    plain = optuna.create_study(study_name="ok", storage=f"sqlite:///{where / 'plain.db'}")
+    plain.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    (where / "unknown_key.toml").write_text('extends = "default"\ncolour = "blue"\n')
+    (where / "wrong_type.json").write_text('{"points": "three"}')
+    (where / "syntax.toml").write_text('ops = ["max",\n')
+    (where / "binary.json").write_bytes(bytes(range(256)))
+    # Parsed, never run: executing it would create a file.
+    (where / "space.py").write_text('open("pwned", "w").write("ran")\n')
+    (where / "code.toml").write_text('ops = ["__import__(\'os\').system(\'touch pwned\')"]\n')
 
 
 CASES = {
@@ -51,6 +84,38 @@ CASES = {
     "too many points": (["flops", "conv3:16x1/max+none:32x1/max+none:64x1/max+none:128x1/"
                                    "max+none:256x1"], "allows at most 3"),
     "no command": ([], "required"),
+    # Storage files and databases.
+    "missing journal directory": (["search", "--storage", "{w}/no/dir/x.log"], "does not exist"),
+    "directory as database": (["search", "--storage", "sqlite:///{w}"], "is a directory"),
+    "newer Optuna schema": (["search", "--storage", "sqlite:///{w}/newer_optuna.db"],
+                            "written by a newer Optuna"),
+    "newer poolnas schema": (["search", "--storage", "sqlite:///{w}/newer_poolnas.db"],
+                             "newer poolnas"),
+    "newer schema, reading": (["front", "--storage", "sqlite:///{w}/newer_poolnas.db",
+                               "--study", "ok"], "newer poolnas"),
+    "unrelated tables": (["search", "--storage", "sqlite:///{w}/customers.db"],
+                         "not an Optuna study database"),
+    "study of another program": (["search", "--storage", "sqlite:///{w}/plain.db"],
+                                 "was not created by poolnas"),
+    # Space files: parsed (never evaluated) and checked.
+    "unknown space key": (["search", "--space", "{w}/unknown_key.toml"], "unknown key(s) 'colour'"),
+    "wrong space type": (["search", "--space", "{w}/wrong_type.json"], "points must be an integer"),
+    "space syntax": (["search", "--space", "{w}/syntax.toml"], "not valid TOML"),
+    "binary space": (["space", "--space", "{w}/binary.json"], "cannot read space file"),
+    "python space file": (["space", "--space", "{w}/space.py"], "must end in .toml or .json"),
+    "code in a space file": (["space", "--space", "{w}/code.toml"], "unknown op"),
+    # Budgets.
+    "zero timeout": (["search", "--timeout", "0"], "must be a positive number"),
+    "negative timeout": (["search", "--timeout", "-5"], "must be a positive number"),
+    "zero epochs": (["search", "--epochs", "0"], "must be at least 1"),
+    "zero batch size": (["search", "--batch-size", "0"], "must be at least 1"),
+    "negative trials": (["search", "--trials", "-3"], "must be at least 1"),
+    "zero workers": (["search", "--workers", "0"], "must be at least 1"),
+    "zero heartbeat": (["search", "--heartbeat", "0"], "must be at least 1"),
+    "negative flops budget": (["search", "--max-flops", "-5"], "FLOPs count"),
+    # Architecture keys.
+    "empty key": (["flops", ""], "non-empty"),
+    "key with junk": (["flops", "conv3:16x1/max+none:32x1 ; rm -rf /"], "poolnas: error"),
 }
 
 

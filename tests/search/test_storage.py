@@ -262,7 +262,12 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the worker never started its trial"
             assert worker.is_alive()
             if (tmp_path / "hb.db").exists():
-                with open_storage(url, create=False) as probe:
+                try:
+                    probe = open_storage(url, create=False)
+                except PoolnasError:  # The worker is creating the database this moment.
+                    time.sleep(0.2)
+                    continue
+                with probe:
                     if "hb" in list_studies(probe):
                         trials = load_study(probe, "hb").trials
                         if trials and trials[0].state == TrialState.RUNNING:

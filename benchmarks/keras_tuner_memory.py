@@ -1,0 +1,135 @@
+"""Memory over a long KerasTuner search with poolnas' plugin: does it stay flat?
+
+KerasTuner's users see RAM grow over trials (keras-team/keras-tuner#873, #1031). This script runs
+long searches on digits, each in a fresh process, and reads the process's resident memory
+(``VmRSS``, after ``gc.collect()``) at the end of every trial:
+
+- ``random``: ``keras_tuner.RandomSearch`` with :class:`poolnas.spaces.PoolNASHyperModel`;
+- ``oracle``: ``keras_tuner.Tuner`` with :class:`poolnas.search.OptunaOracle` (SQLite study);
+- ``random-no-clear``: as ``random``, with ``keras.backend.clear_session`` made a no-op
+  everywhere (KerasTuner's own call before each build included): the alternative that shows
+  what the clearing is worth.
+
+It prints one JSON line per arm and a table: memory after the warm-up trials, at the end, and the
+growth per trial (least-squares slope over the trials after the warm-up)::
+
+    python benchmarks/keras_tuner_memory.py            # 60 trials per arm
+    python benchmarks/keras_tuner_memory.py --quick    # 8 trials per arm, ~2 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ARMS = ("random", "oracle", "random-no-clear")
+WARMUP = 5
+
+
+def rss_mib() -> float:
+    gc.collect()
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def run_arm(arm: str, trials: int, epochs: int) -> dict:
+    """One arm in this process: RSS after each trial."""
+    import keras
+    import keras_tuner
+
+    from poolnas.evaluators import load_dataset
+    from poolnas.search import OptunaOracle
+    from poolnas.spaces import PoolNASHyperModel, SearchSpace
+
+    if arm == "random-no-clear":
+        keras.backend.clear_session = lambda *args, **kwargs: None
+        keras_tuner.src.engine.tuner.keras.backend.clear_session = keras.backend.clear_session
+
+    data = load_dataset("digits")
+    hypermodel = PoolNASHyperModel(SearchSpace(), data.input_shape, data.num_classes,
+                                   input_scale=data.input_scale, input_offset=data.input_offset,
+                                   seed=0)
+    memory: list[float] = []
+    seconds: list[float] = []
+
+    def measured(base):
+        class Measured(base):
+            def on_trial_end(self, trial):
+                super().on_trial_end(trial)
+                memory.append(rss_mib())
+                seconds.append(time.perf_counter() - started)
+
+        return Measured
+
+    with tempfile.TemporaryDirectory(prefix="poolnas-memory-") as tmp:
+        common = {"hypermodel": hypermodel, "directory": tmp, "project_name": arm}
+        if arm == "oracle":
+            oracle = OptunaOracle(storage=f"sqlite:///{tmp}/memory.db", study_name="memory",
+                                  max_trials=trials, seed=0)
+            tuner = measured(keras_tuner.Tuner)(oracle=oracle, **common)
+        else:
+            tuner = measured(keras_tuner.RandomSearch)(objective="val_accuracy",
+                                                       max_trials=trials, seed=1, **common)
+        before = rss_mib()
+        started = time.perf_counter()
+        tuner.search(data.train_dataset(128, seed=0), validation_data=data.val_dataset(128),
+                     epochs=epochs, shuffle=False, verbose=0)
+    return {"arm": arm, "trials": len(memory), "rss_before_mib": round(before, 1),
+            "rss_mib": [round(m, 1) for m in memory], "seconds": round(seconds[-1], 1)}
+
+
+def slope(values: list[float]) -> float:
+    """Least-squares growth per step."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean_x, mean_y = (n - 1) / 2, sum(values) / n
+    num = sum((i - mean_x) * (v - mean_y) for i, v in enumerate(values))
+    return num / sum((i - mean_x) ** 2 for i in range(n))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="8 trials per arm")
+    parser.add_argument("--trials", type=int, default=None, help="trials per arm (default 60)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one arm here
+    args = parser.parse_args()
+    trials = args.trials or (8 if args.quick else 60)
+    if args.arm:
+        print(json.dumps(run_arm(args.arm, trials, args.epochs)), flush=True)
+        return
+    results = []
+    for arm in args.arms.split(","):
+        out = subprocess.run(
+            [sys.executable, __file__, "--arm", arm, "--trials", str(trials),
+             "--epochs", str(args.epochs)],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    print(f"\n{'arm':<18} {'trials':>6} {'RSS after warm-up':>18} {'RSS at end':>11} "
+          f"{'growth/trial':>13} {'seconds':>8}")
+    for r in results:
+        memory = r["rss_mib"]
+        warm = memory[min(WARMUP, len(memory)) - 1]
+        growth = slope(memory[WARMUP:]) if len(memory) > WARMUP + 1 else slope(memory)
+        print(f"{r['arm']:<18} {r['trials']:>6} {warm:>14.0f} MiB {memory[-1]:>7.0f} MiB "
+              f"{growth:>9.2f} MiB {r['seconds']:>8.0f}")
+
+
+if __name__ == "__main__":
+    main()

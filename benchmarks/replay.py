@@ -1,0 +1,294 @@
+"""Sample efficiency: search strategies replayed against the PoolBench-digits table, no training.
+
+Each strategy searches the table's space many times (one seed per run) and every candidate it
+proposes is "trained" by looking its row up. An architecture's objectives are its mean
+validation accuracy over the table's seeds (what ``poolnas search --repeats 3`` reports) and its
+FLOPs. After each unique training, the hypervolume of everything trained so far is recorded.
+
+Strategies:
+
+- ``tpe`` (the poolnas default), ``nsga2``, ``random``, ``grid``: poolnas' own
+  :func:`poolnas.search.make_sampler` on an in-memory Optuna study, with poolnas' dedup: a
+  duplicate proposal gets the stored values and costs no training (the x axis counts unique
+  trainings; duplicates are still shown to the sampler as trials, as in ``poolnas search``).
+- ``kt-random``, ``kt-bayes``: KerasTuner's ``RandomSearchOracle`` and
+  ``BayesianOptimizationOracle`` driven directly, one ``Choice`` per space parameter, with
+  KerasTuner's own two-objective form (``[Objective("accuracy", "max"),
+  Objective("flops_fraction", "min")]``, which it sums). KerasTuner trains every trial it
+  creates, so each trial counts as a training, duplicates included.
+
+Hypervolume (:func:`poolnas.search.hypervolume`): points map to ``(accuracy, 1 - flops /
+reference)`` and the reference point is accuracy 0 at ``reference = the table's largest FLOPs``,
+exactly (the same number ``CostModel.largest`` finds for this fixed-width space). The true front
+and true hypervolume are those of all rows.
+
+    python benchmarks/replay.py                      # 30 seeds per strategy, writes docs/ figures
+    python benchmarks/replay.py --quick --table T    # 3 seeds, small caps (the smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import poolbench  # noqa: E402  (the table's space and file format)
+
+STRATEGIES = ("tpe", "nsga2", "random", "grid", "kt-random", "kt-bayes")
+#: Unique trainings each strategy may spend per run (the cheap ones go to the whole space).
+CAPS = {"tpe": 300, "nsga2": 400, "random": None, "grid": None, "kt-random": None,
+        "kt-bayes": 150}
+LEVELS = (0.95, 0.99)
+
+
+class Table:
+    """The benchmark table restricted to a space: objectives by key, reference, true front."""
+
+    def __init__(self, rows: dict[str, dict[str, Any]], space) -> None:
+        from poolnas.search import hypervolume
+
+        missing = [a.key for a in space if a.key not in rows]
+        if missing:
+            raise SystemExit(f"the table lacks {len(missing)} architectures of the space, "
+                             f"e.g. {missing[0]}; build it with benchmarks/poolbench.py")
+        self.space = space
+        self.values = {a.key: (statistics.fmean(rows[a.key]["val_acc"]),
+                               float(rows[a.key]["flops"])) for a in space}
+        self.reference = max(f for _, f in self.values.values())
+        self.true_hv = hypervolume(self.values.values(), reference_flops=self.reference)
+        self.front = _front(self.values)
+
+    def hv(self, keys) -> float:
+        from poolnas.search import hypervolume
+
+        return hypervolume([self.values[k] for k in keys], reference_flops=self.reference)
+
+
+def _front(values: dict[str, tuple[float, float]]) -> list[str]:
+    ordered = sorted(values, key=lambda k: (values[k][1], -values[k][0]))
+    front, best = [], -1.0
+    for key in ordered:
+        if values[key][0] > best:
+            front.append(key)
+            best = values[key][0]
+    return front
+
+
+class Curve:
+    """Hypervolume after each training of one run."""
+
+    def __init__(self, table: Table, cap: int) -> None:
+        self.table, self.cap = table, cap
+        self.trained: list[str] = []
+        self.unique: set[str] = set()
+        self.hv: list[float] = []
+        self.proposals = 0
+
+    def train(self, key: str, *, count_duplicate: bool) -> bool:
+        """Record a training of ``key``; False once the cap is reached."""
+        self.proposals += 1
+        if key in self.unique and not count_duplicate:
+            return len(self.hv) < self.cap
+        self.unique.add(key)
+        self.trained.append(key)
+        self.hv.append(self.table.hv(self.unique))
+        return len(self.hv) < self.cap
+
+
+def run_optuna(name: str, table: Table, seed: int, cap: int) -> Curve:
+    import optuna
+
+    from poolnas.search import make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    curve = Curve(table, cap)
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=make_sampler(name, table.space, seed))
+
+    def objective(trial):
+        key = table.space.suggest(trial).key
+        if not curve.train(key, count_duplicate=False):
+            trial.study.stop()
+        return table.values[key]
+
+    # Grid and the dedup of a nearly exhausted space end by themselves; the trial cap only
+    # guards against a sampler that proposes nothing new.
+    study.optimize(objective, n_trials=20 * cap)
+    return curve
+
+
+def run_keras_tuner(name: str, table: Table, seed: int, cap: int, workdir: str) -> Curve:
+    import keras_tuner as kt
+
+    hp = kt.HyperParameters()
+    for param, values in table.space.parameters().items():
+        hp.Choice(param, list(values))
+    objective = [kt.Objective("accuracy", "max"), kt.Objective("flops_fraction", "min")]
+    if name == "kt-random":
+        oracle = kt.oracles.RandomSearchOracle(objective=objective, max_trials=cap,
+                                               hyperparameters=hp, seed=seed + 1)
+    else:
+        oracle = kt.oracles.BayesianOptimizationOracle(objective=objective, max_trials=cap,
+                                                       hyperparameters=hp, seed=seed + 1)
+    oracle._set_project_dir(workdir, f"{name}-{seed}")
+    oracle.verbose = 0
+    curve = Curve(table, cap)
+    while True:
+        trial = oracle.create_trial("replay")
+        if trial.status != "RUNNING":
+            break
+        key = table.space.architecture(trial.hyperparameters.values).key
+        accuracy, flops = table.values[key]
+        more = curve.train(key, count_duplicate=True)
+        # As KerasTuner's Tuner reports a trial from a History: the metrics plus the summed
+        # multi-objective (``MultiObjective.get_value``).
+        metrics = {"accuracy": accuracy, "flops_fraction": flops / table.reference}
+        metrics[oracle.objective.name] = oracle.objective.get_value(metrics)
+        oracle.update_trial(trial.trial_id, metrics)
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+        if not more:
+            break
+    return curve
+
+
+def run(name: str, table: Table, seed: int, cap: int, workdir: str) -> Curve:
+    if name.startswith("kt-"):
+        return run_keras_tuner(name, table, seed, cap, workdir)
+    return run_optuna(name, table, seed, cap)
+
+
+def trainings_to(curve: Curve, target: float) -> int | None:
+    """Trainings until the hypervolume first reaches ``target`` (None: never)."""
+    for index, value in enumerate(curve.hv, start=1):
+        if value >= target - 1e-12:
+            return index
+    return None
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], statistics.median(values), q[2]
+
+
+def summarise(name: str, curves: list[Curve], table: Table, cap: int) -> dict[str, Any]:
+    result: dict[str, Any] = {"strategy": name, "runs": len(curves), "cap": cap}
+    for level in LEVELS:
+        counts = [trainings_to(c, level * table.true_hv) for c in curves]
+        # A run that never got there counts as cap + 1 (a lower bound), and is reported.
+        filled = [c if c is not None else cap + 1 for c in counts]
+        low, mid, high = quartiles([float(v) for v in filled])
+        result[f"to_{int(level * 100)}"] = {"q1": low, "median": mid, "q3": high,
+                                            "reached": sum(c is not None for c in counts)}
+    length = max(len(c.hv) for c in curves)
+    bands = []
+    for n in range(length):
+        at_n = [c.hv[min(n, len(c.hv) - 1)] for c in curves]
+        bands.append(quartiles(at_n))
+    result["hv_bands"] = [[round(v / table.true_hv, 5) for v in band] for band in bands]
+    result["proposals_per_training"] = statistics.fmean(
+        c.proposals / max(len(c.hv), 1) for c in curves)
+    return result
+
+
+def plot(results: list[dict[str, Any]], path: Path, *, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for result in results:
+        bands = result["hv_bands"]
+        xs = range(1, len(bands) + 1)
+        low, mid, high = zip(*bands)
+        (line,) = ax.plot(xs, mid, label=result["strategy"], lw=1.6)
+        ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.15)
+    for level in LEVELS:
+        ax.axhline(level, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("unique trainings (KerasTuner: all trainings)")
+    ax.set_ylabel("hypervolume / true front's hypervolume")
+    ax.set_ylim(0.5, 1.005)
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(results: list[dict[str, Any]], table: Table) -> str:
+    lines = [f"Space: {table.space.size} architectures; true front: {len(table.front)} "
+             f"architectures, hypervolume {table.true_hv:.5f} (reference FLOPs "
+             f"{int(table.reference):,}).", "",
+             "| strategy | runs | trainings to 95 % HV (median [q1, q3]) | reached | "
+             "trainings to 99 % HV | reached | proposals per training |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        a, b = r["to_95"], r["to_99"]
+        lines.append(
+            f"| `{r['strategy']}` | {r['runs']} | {a['median']:.0f} [{a['q1']:.0f}, {a['q3']:.0f}] "
+            f"| {a['reached']}/{r['runs']} | {b['median']:.0f} [{b['q1']:.0f}, {b['q3']:.0f}] "
+            f"| {b['reached']}/{r['runs']} | {r['proposals_per_training']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=Path, default=poolbench.TABLE)
+    parser.add_argument("--quick", action="store_true",
+                        help="the quick table's space, 3 seeds, caps of 40: about a minute")
+    parser.add_argument("--seeds", type=int, default=None, help="runs per strategy (30)")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--skips", default=None,
+                        help="restrict the space to these skip types (comma-separated)")
+    parser.add_argument("--cap", type=int, default=None, help="one cap for every strategy")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write <out>.json, <out>.png and <out>.md (default: print only)")
+    args = parser.parse_args(argv)
+    seeds = args.seeds or (3 if args.quick else 30)
+    space = poolbench.bench_space(quick=args.quick)
+    if args.skips:
+        space = space.narrowed(skips=tuple(args.skips.split(",")))
+    table = Table(poolbench.load_table(args.table), space)
+    results = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="poolnas-replay-") as workdir:
+        for name in args.strategies.split(","):
+            cap = args.cap or (40 if args.quick else CAPS[name] or space.size)
+            cap = min(cap, space.size) if not name.startswith("kt-") else cap
+            tick = time.perf_counter()
+            curves = [run(name, table, seed, cap, workdir) for seed in range(seeds)]
+            result = summarise(name, curves, table, cap)
+            result["seconds"] = round(time.perf_counter() - tick, 1)
+            results.append(result)
+            print(f"{name}: to 95% {result['to_95']}, to 99% {result['to_99']}, "
+                  f"{result['seconds']} s", file=sys.stderr, flush=True)
+    text = markdown(results, table)
+    print(text)
+    print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        summary = {"true_hv": table.true_hv, "reference_flops": table.reference,
+                   "front": table.front, "space_size": space.size, "results": results}
+        args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
+        args.out.with_suffix(".md").write_text(text + "\n")
+        plot(results, args.out.with_suffix(".png"),
+             title=f"PoolBench-digits ({space.size} architectures), {seeds} runs each")
+
+
+if __name__ == "__main__":
+    main()

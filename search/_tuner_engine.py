@@ -1,0 +1,314 @@
+"""``poolnas search --engine keras-tuner``: a KerasTuner tuner searches, poolnas records.
+
+:class:`KerasTunerRunner` is a :class:`~poolnas.search.SearchRunner` whose candidates come from
+one of KerasTuner's own tuners (``RandomSearch``, ``BayesianOptimization`` or ``Hyperband``)
+over the same space and data, trained through :class:`~poolnas.spaces.PoolNASHyperModel` with
+the same budget (epochs, batch size, optimizer, repeats as KerasTuner's executions per trial,
+the same per-trial seed). Each KerasTuner trial becomes a trial of the study, stored like the
+CLI's (user attrs, the trained model as an artifact, a Pareto snapshot after each), so both
+engines can be compared on one dashboard.
+
+What KerasTuner decides stays KerasTuner's: the tuner's score is the best epoch's validation
+accuracy and the stored model is that epoch's checkpoint; ``Hyperband`` trains for up to
+``--epochs`` and continues the best trials of a round (user attr ``continues``). Candidates over
+``--max-flops`` are not trained: KerasTuner sees a completed trial of accuracy 0, the study an
+infeasible one. KerasTuner's project folder (its trial files and checkpoints) is a temporary
+folder, or a new sub-folder of ``--tuner-dir``; nothing that exists is overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from poolnas.search._live_trials import FixedSampler, LiveTrial, last_line
+from poolnas.search._study import (
+    MAX_CONSECUTIVE_FAILURES,
+    SearchConfig,
+    SearchRunner,
+    TrialReport,
+    record_candidate,
+    record_evaluation,
+    reuse_evaluated,
+    rule_out_over_budget,
+    save_model_artifact,
+)
+from poolnas.spaces import PoolnasError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from poolnas.evaluators import Cost, Dataset
+    from poolnas.spaces import Architecture
+
+#: ``--tuner`` choices.
+TUNERS = ("random", "bayesian", "hyperband")
+#: The tuner's objective: PoolNASHyperModel compiles an ``accuracy`` metric.
+OBJECTIVE = "val_accuracy"
+#: Hyperband's reduction factor (KerasTuner's default).
+HYPERBAND_FACTOR = 3
+
+
+@dataclass
+class _Running:
+    live: LiveTrial
+    arch: Architecture
+    cost: Cost
+    started: float
+    values: tuple[float, float] | None = None
+
+
+class KerasTunerRunner(SearchRunner):
+    """Runs (or resumes) a study whose candidates a KerasTuner tuner proposes.
+
+    ``config.trials`` is, as for the CLI, the number of complete trials the study ends with.
+    ``config.sampler`` is not used. The study's settings name the engine
+    (``keras-tuner:random``, …), and a resume with another engine or tuner is refused.
+
+    Args:
+        config: The search configuration (storage, study, space, data, budget, seed, …).
+        tuner: ``random``, ``bayesian`` or ``hyperband``.
+        directory: Where KerasTuner's project folder goes (a new sub-folder); None: a
+            temporary folder, removed at the end.
+        report: Called with a :class:`~poolnas.search._study.TrialReport` after each trial.
+        data: The data set, if already loaded.
+
+    Raises:
+        PoolnasError: Unknown tuner, a missing ``directory``, or anything ``SearchRunner``
+            refuses.
+    """
+
+    def __init__(self, config: SearchConfig, *, tuner: str = "random",
+                 directory: str | os.PathLike[str] | None = None,
+                 report: Callable[[TrialReport], None] | None = None,
+                 data: Dataset | None = None) -> None:
+        if tuner not in TUNERS:
+            raise PoolnasError(f"unknown tuner {tuner!r}; choose one of: {', '.join(TUNERS)}")
+        if directory is not None and not os.path.isdir(directory):
+            raise PoolnasError(f"--tuner-dir {str(directory)!r} is not an existing directory")
+        self.tuner_name = tuner
+        self.engine = f"keras-tuner:{tuner}"
+        self.directory = None if directory is None else os.fspath(directory)
+        super().__init__(config, report=report, data=data)
+        self.study.sampler = FixedSampler()
+        self.hypermodel = self._hypermodel()
+        self.project_dir: str | None = None
+        self._tuner: Any = None
+        self._running: dict[str, _Running] = {}
+        self._numbers: dict[str, int] = {}
+        self._deadline: float | None = None
+
+    def _hypermodel(self) -> Any:
+        from poolnas.spaces import PoolNASHyperModel
+
+        budget = self.config.budget
+        return PoolNASHyperModel(
+            self.config.space, self.data.input_shape, self.data.num_classes,
+            input_scale=self.data.input_scale, input_offset=self.data.input_offset,
+            optimizer=budget.make_optimizer, augment=budget.augment,
+        )
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> list[optuna.trial.FrozenTrial]:
+        """Run the tuner until the study has ``trials`` complete trials (or the timeout).
+
+        Returns:
+            The Pareto front of the study.
+
+        Raises:
+            PoolnasError: Trials keep failing (the set-up, not one architecture, is broken).
+        """
+        from poolnas.search._pareto import pareto_front
+
+        remaining = self.config.trials - self.complete_trials()
+        if remaining > 0:
+            timeout = self.config.timeout
+            self._deadline = None if timeout is None else time.monotonic() + timeout
+            budget = self.config.budget
+            with self._project() as (directory, project_name):
+                self._tuner = self._make_tuner(directory, project_name, remaining)
+                try:
+                    self._tuner.search(
+                        self.data.train_dataset(budget.batch_size, seed=self.config.seed),
+                        validation_data=self.data.val_dataset(budget.batch_size),
+                        epochs=budget.epochs, shuffle=False, verbose=0,
+                    )
+                except BaseException as error:
+                    for running in self._running.values():
+                        running.live.tell(None, reason=f"{type(error).__name__}: {error}")
+                    self._running.clear()
+                    raise
+                finally:
+                    self._tuner = None
+        if self._failures >= MAX_CONSECUTIVE_FAILURES:
+            raise PoolnasError(
+                f"{self._failures} trials failed in a row, last because: {self._last_failure}"
+            )
+        return pareto_front(self.study.get_trials(deepcopy=False))
+
+    @contextlib.contextmanager
+    def _project(self) -> Iterator[tuple[str, str]]:
+        """KerasTuner's ``(directory, project_name)``: always a folder that did not exist."""
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.config.study).strip("._") or "study"
+        if self.directory is None:
+            with tempfile.TemporaryDirectory(prefix="poolnas-keras-tuner-") as tmp:
+                self.project_dir = os.path.join(tmp, name)
+                yield tmp, name
+            return
+        number = 1
+        while os.path.exists(os.path.join(self.directory, f"{name}-{number}")):
+            number += 1
+        self.project_dir = os.path.join(self.directory, f"{name}-{number}")
+        yield self.directory, f"{name}-{number}"
+
+    def _make_tuner(self, directory: str, project_name: str, trials: int) -> Any:
+        import keras_tuner
+
+        budget = self.config.budget
+        classes = {"random": keras_tuner.RandomSearch,
+                   "bayesian": keras_tuner.BayesianOptimization,
+                   "hyperband": keras_tuner.Hyperband}
+        base = classes[self.tuner_name]
+        options: dict[str, Any] = {
+            # KerasTuner takes seed 0 for "no seed"; poolnas' seeds start at 0.
+            "seed": self.config.seed + 1,
+            "executions_per_trial": budget.repeats,
+            # poolnas counts failures itself (the CLI's rule) and then stops the tuner.
+            "max_consecutive_failed_trials": 2**31,
+        }
+        if self.tuner_name == "hyperband":
+            options.update(max_epochs=budget.epochs, factor=HYPERBAND_FACTOR,
+                           hyperband_iterations=None)
+        else:
+            options["max_trials"] = trials
+        recording = type(f"Recording{base.__name__}", (_Recording, base), {})
+        tuner = recording(self.hypermodel, objective=OBJECTIVE, directory=directory,
+                          project_name=project_name, overwrite=False, **options)
+        tuner.runner = self
+        tuner.oracle.max_trials = trials
+        return tuner
+
+    # ------------------------------------------------------------------ one trial
+    def _begin(self, trial: Any) -> None:
+        """KerasTuner starts ``trial``: open its Optuna trial with the same architecture."""
+        hp = trial.hyperparameters
+        arch = self.hypermodel.architecture(hp)
+        self.study.sampler.params = self.config.space.params_of(arch)
+        live = LiveTrial(self.study, identity=self.identity)
+        try:
+            self.config.space.suggest(live.trial)
+            cost = self.costs(arch)
+            record_candidate(live.trial, arch, cost,
+                             epochs=int(hp.values.get("tuner/epochs", self.config.budget.epochs)))
+            live.trial.set_user_attr("keras_tuner_trial", trial.trial_id)
+            parent = hp.values.get("tuner/trial_id")
+            if parent is not None and parent in self._numbers:
+                live.trial.set_user_attr("continues", self._numbers[parent])
+            running = _Running(live=live, arch=arch, cost=cost, started=time.perf_counter())
+            # Hyperband trains one architecture for more and more epochs: not a duplicate.
+            original = (reuse_evaluated(live.trial, self.study, arch.key)
+                        if self.tuner_name != "hyperband" else None)
+            if original is not None:
+                running.values = (float(original.values[0]), float(original.values[1]))
+                self._annotate(live.trial, arch, remark=f"Same architecture as trial "
+                               f"{original.number}: its results are reused, its model and "
+                               "picture are there.", picture=False)
+            elif rule_out_over_budget(live.trial, cost, self.config.max_flops):
+                running.values = (0.0, float(cost.flops))
+                self._annotate(live.trial, arch, remark=f"Not trained: {cost.flops:,} FLOPs is "
+                               f"over the budget of {self.config.max_flops:,}.")
+        except BaseException as error:
+            live.tell(None, reason=f"{type(error).__name__}: {error}")
+            raise
+        self._running[trial.trial_id] = running
+        self.hypermodel.fits.clear()
+        # The CLI's seed for this trial's initial weights.
+        self.hypermodel.seed = self.config.seed * 100_003 + live.number
+
+    def _untrained(self, trial: Any) -> dict[str, float] | None:
+        """KerasTuner's result for a candidate that is not trained, or None to train it."""
+        running = self._running.get(trial.trial_id)
+        if running is None or running.values is None:
+            return None
+        return {OBJECTIVE: running.values[0]}
+
+    def _end(self, tuner: Any, trial: Any) -> None:
+        """KerasTuner ended ``trial``: tell its Optuna trial, snapshot and report."""
+        running = self._running.pop(trial.trial_id, None)
+        if running is None:
+            return
+        live = running.live
+        self._numbers[trial.trial_id] = live.number
+        trial = tuner.oracle.get_trial(trial.trial_id)
+        if trial.status != "COMPLETED":
+            live.tell(None, reason=last_line(trial.message, f"KerasTuner trial {trial.status}"))
+        else:
+            try:
+                values = running.values or self._record_trained(tuner, trial, running)
+            except BaseException as error:
+                live.tell(None, reason=f"{type(error).__name__}: {error}")
+                raise
+            live.tell(values)
+        self._after_trial(self.study, live.frozen())
+        self._limit(tuner)
+
+    def _record_trained(self, tuner: Any, trial: Any,
+                        running: _Running) -> tuple[float, float]:
+        accuracy = float(trial.score)
+        fits = list(self.hypermodel.fits)
+        accuracies = [max(f["history"][OBJECTIVE]) for f in fits if f["history"].get(OBJECTIVE)]
+        seconds = {"train": sum(f["seconds"] for f in fits)}
+        stored_at = time.perf_counter()
+        model = tuner.load_model(trial)  # the best epoch's checkpoint, as KerasTuner scores it
+        artifact_id = save_model_artifact(self.handle, running.live.trial, model)
+        seconds["storage"] = time.perf_counter() - stored_at
+        annotated_at = time.perf_counter()
+        self._annotate(running.live.trial, running.arch)
+        seconds["annotate"] = time.perf_counter() - annotated_at
+        seconds["total"] = time.perf_counter() - running.started
+        record_evaluation(running.live.trial, artifact_id=artifact_id,
+                          accuracies=accuracies or [accuracy], train_seconds=seconds["train"],
+                          seconds=seconds)
+        self.timings.append(seconds)
+        return accuracy, float(running.cost.flops)
+
+    def _limit(self, tuner: Any) -> None:
+        """Let the tuner run as many more trials as the study still needs (none to stop it)."""
+        remaining = self.config.trials - self.complete_trials()
+        if self._failures >= MAX_CONSECUTIVE_FAILURES or (
+            self._deadline is not None and time.monotonic() >= self._deadline
+        ):
+            remaining = 0
+        tuner.oracle.max_trials = len(tuner.oracle.trials) + max(remaining, 0)
+
+    def _stop_optimizing(self, study: optuna.Study) -> None:
+        # There is no study.optimize here; _limit stops the tuner.
+        pass
+
+
+class _Recording:
+    """Mixed into a KerasTuner tuner class: its trials are recorded by a KerasTunerRunner."""
+
+    runner: KerasTunerRunner
+
+    def on_trial_begin(self, trial: Any) -> None:
+        super().on_trial_begin(trial)  # type: ignore[misc]
+        self.runner._begin(trial)
+
+    def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        untrained = self.runner._untrained(trial)
+        if untrained is not None:
+            return untrained
+        return super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+
+    def on_trial_end(self, trial: Any) -> None:
+        try:
+            super().on_trial_end(trial)  # type: ignore[misc]
+        finally:
+            self.runner._end(self, trial)

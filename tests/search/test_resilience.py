@@ -1,0 +1,232 @@
+"""Searches that survive, end to end through the real CLI in real processes: SIGKILL and rerun,
+SIGINT/SIGTERM, independent processes and ``--workers`` on one study, on SQLite, PostgreSQL and
+MySQL. After each, the study must hold exactly the requested complete trials, nothing left
+running, a snapshot after every complete trial that names only complete trials, and the trained
+model of every complete trial in the artifact store."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from poolnas.search import SnapshotStore
+
+pytestmark = pytest.mark.slow
+
+CLI = [sys.executable, "-m", "poolnas.search"]
+TINY = ["--epochs", "1", "--batch-size", "128", "--subset", "300", "--heartbeat", "30"]
+#: Long enough that a signal sent once a trial has begun lands while its model trains.
+TRAINING = ["--epochs", "3", "--batch-size", "64", "--subset", "300", "--heartbeat", "30"]
+
+
+def search_args(storage: str, study: str, trials: int, *extra: str) -> list[str]:
+    return ["search", "--storage", storage, "--study", study, "--trials", str(trials), *extra]
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """``start(args, name)``: a CLI process with output in tmp_path; killed if still running."""
+    started: list[subprocess.Popen] = []
+
+    def start(args: list[str], name: str) -> subprocess.Popen:
+        out = open(tmp_path / f"{name}.out", "w")
+        err = open(tmp_path / f"{name}.err", "w")
+        process = subprocess.Popen([*CLI, *args], stdout=out, stderr=err, cwd=tmp_path)
+        out.close()
+        err.close()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def output(tmp_path: Path, name: str) -> tuple[str, str]:
+    return (tmp_path / f"{name}.out").read_text(), (tmp_path / f"{name}.err").read_text()
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
+
+
+def sqlite_trials(db: Path) -> list[dict]:
+    """Every trial of an SQLite study database, read without writing (or [] while it is made)."""
+    if not db.exists() or db.stat().st_size == 0:
+        return []
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as db_:
+            rows = db_.execute("SELECT trial_id, number, state FROM trials").fetchall()
+            attrs = db_.execute("SELECT trial_id, key, value_json FROM trial_user_attributes")
+            by_id = {trial_id: {"number": n, "state": s, "attrs": {}} for trial_id, n, s in rows}
+            for trial_id, key, value in attrs.fetchall():
+                by_id[trial_id]["attrs"][key] = json.loads(value)
+    except sqlite3.OperationalError:
+        return []  # The schema is being created.
+    return sorted(by_id.values(), key=lambda t: t["number"])
+
+
+def wait_until_training(db: Path, process: subprocess.Popen, *, after_complete: int) -> int:
+    """Wait until ``after_complete`` trials are complete and the next one trains; its number."""
+    deadline = time.monotonic() + 300
+    while True:
+        assert process.poll() is None, "the search ended before it was interrupted"
+        assert time.monotonic() < deadline, "no trial began training"
+        trials = sqlite_trials(db)
+        complete = [t for t in trials if t["state"] == "COMPLETE"]
+        training = [t for t in trials if t["state"] == "RUNNING" and "flops" in t["attrs"]]
+        if len(complete) >= after_complete and training:
+            return training[0]["number"]
+        time.sleep(0.05)
+
+
+def check_study(storage: str, study_name: str, total: int, artifacts: Path) -> optuna.Study:
+    """The invariants every interrupted, resumed or shared study must keep."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trials = study.get_trials()
+    complete = {t.number: t for t in trials if t.state == TrialState.COMPLETE}
+    assert len(complete) == total, [(t.number, t.state.name) for t in trials]
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    history = SnapshotStore(storage, create=False).history(study_name)
+    assert sorted(s.after_trial_number for s in history) == sorted(complete)
+    for snapshot in history:
+        assert 1 <= snapshot.n_complete <= total
+        for member in snapshot.members:
+            trial = complete[member.trial_number]  # Only complete trials are on a front.
+            assert (member.accuracy, member.flops) == tuple(trial.values)
+    for trial in complete.values():
+        assert trial.user_attrs["architecture"]
+        assert (artifacts / trial.user_attrs["model_artifact"]).is_file()
+    return study
+
+
+# --- Crash and resume ------------------------------------------------------------------------
+
+
+def test_kill_9_mid_trial_then_the_same_command_finishes_the_budget(
+    tmp_path: Path, processes: Callable[..., subprocess.Popen]
+) -> None:
+    db = tmp_path / "k.db"
+    args = search_args(f"sqlite:///{db}", "k", 3, *TRAINING)
+    worker = processes(args, "killed")
+    killed = wait_until_training(db, worker, after_complete=1)
+    worker.kill()  # SIGKILL: no handler runs, the trial stays RUNNING with a fresh heartbeat.
+    worker.wait()
+    assert [t["state"] for t in sqlite_trials(db)] == ["COMPLETE", "RUNNING"]
+    before = sqlite_trials(db)[0]
+
+    rerun = run_cli(args, tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"trial {killed} fail" in rerun.stdout and "queued again" in rerun.stdout
+    study = check_study(f"sqlite:///{db}", "k", 3, tmp_path / "k-artifacts")
+    trials = study.get_trials()
+    for key in ("architecture", "flops", "model_artifact", "accuracies"):
+        assert trials[0].user_attrs[key] == before["attrs"][key]  # The finished trial is intact.
+    dead = trials[killed]
+    assert dead.state == TrialState.FAIL and "died" in dead.user_attrs["fail_reason"]
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1
+    retry = retries[0]
+    # The killed architecture was trained again, before anything new.
+    assert retry.state == TrialState.COMPLETE and retry.number == killed + 1
+    assert retry.params == dead.params
+    assert retry.user_attrs["architecture"] == dead.user_attrs["architecture"]
+    assert retry.user_attrs["retry_of"] == killed
+    assert retry.user_attrs["worker"]["pid"] != dead.user_attrs["worker"]["pid"]
+    assert len(trials) == 4
+
+    again = run_cli(args, tmp_path)  # Done already: nothing more is run.
+    assert again.returncode == 0 and len(optuna.load_study(
+        study_name="k", storage=f"sqlite:///{db}").trials) == 4
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_trial_stops_cleanly_and_the_rerun_retries_it(
+    signum: int, tmp_path: Path, processes: Callable[..., subprocess.Popen]
+) -> None:
+    db = tmp_path / "i.db"
+    args = search_args(f"sqlite:///{db}", "i", 2, *TRAINING)
+    worker = processes(args, "interrupted")
+    number = wait_until_training(db, worker, after_complete=0)
+    worker.send_signal(signum)
+    assert worker.wait(timeout=120) == 130
+    out, err = output(tmp_path, "interrupted")
+    assert "poolnas: interrupted; finished trials are saved" in err
+    trials = sqlite_trials(db)
+    assert [t["state"] for t in trials] == ["FAIL", "WAITING"]  # Never left RUNNING.
+    name = signal.Signals(signum).name
+    assert trials[number]["attrs"]["fail_reason"] == f"interrupted: stopped by {name}"
+    assert trials[1]["attrs"]["architecture"] == trials[number]["attrs"]["architecture"]
+
+    rerun = run_cli(args, tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    study = check_study(f"sqlite:///{db}", "i", 2, tmp_path / "i-artifacts")
+    retry = study.trials[1]
+    assert retry.state == TrialState.COMPLETE and retry.system_attrs["failed_trial"] == number
+    assert retry.params == study.trials[number].params
+
+
+# --- Many workers on one study ---------------------------------------------------------------
+
+
+def test_three_independent_processes_on_one_sqlite_study_reach_the_exact_total(
+    tmp_path: Path, processes: Callable[..., subprocess.Popen]
+) -> None:
+    db = tmp_path / "shared.db"
+    args = search_args(f"sqlite:///{db}", "shared", 6, *TINY)
+    workers = [processes(args, f"worker{i}") for i in range(3)]
+    for i, worker in enumerate(workers):
+        assert worker.wait(timeout=600) == 0, output(tmp_path, f"worker{i}")[1]
+        assert "database is locked" not in output(tmp_path, f"worker{i}")[1]
+    study = check_study(f"sqlite:///{db}", "shared", 6, tmp_path / "shared-artifacts")
+    assert len(study.trials) == 6  # Not one trial more, none failed.
+
+
+def test_sigterm_to_a_search_with_workers_stops_every_worker_cleanly(
+    tmp_path: Path, processes: Callable[..., subprocess.Popen]
+) -> None:
+    db = tmp_path / "w.db"
+    args = search_args(f"sqlite:///{db}", "w", 20, *TRAINING, "--workers", "2")
+    parent = processes(args, "parent")
+    deadline = time.monotonic() + 300
+    while len({t["attrs"]["worker"]["pid"] for t in sqlite_trials(db)
+               if t["state"] == "RUNNING" and "flops" in t["attrs"]}) < 2:
+        assert parent.poll() is None and time.monotonic() < deadline, "two workers never ran"
+        time.sleep(0.05)
+    parent.send_signal(signal.SIGTERM)  # To the parent only: it forwards to its workers.
+    assert parent.wait(timeout=120) == 130
+    trials = sqlite_trials(db)
+    assert not [t for t in trials if t["state"] == "RUNNING"]
+    interrupted = [t for t in trials if t["state"] == "FAIL"]
+    assert len(interrupted) == 2  # One per worker, each queued again.
+    assert all(t["attrs"]["fail_reason"] == "interrupted: stopped by SIGTERM" for t in interrupted)
+    assert len([t for t in trials if t["state"] == "WAITING"]) == 2
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_three_workers_on_a_database_server_reach_the_exact_total(
+    backend: str, new_database: Callable[[str], str], tmp_path: Path
+) -> None:
+    url = new_database(backend)
+    artifacts = tmp_path / "shared-artifacts"
+    result = run_cli(search_args(url, "srv", 6, *TINY, "--workers", "3",
+                                 "--artifacts", str(artifacts)), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "3 workers x" in result.stdout
+    study = check_study(url, "srv", 6, artifacts)
+    assert len(study.trials) == 6
+    assert len({t.user_attrs["worker"]["pid"] for t in study.trials}) >= 2
