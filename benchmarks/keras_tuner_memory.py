@@ -4,17 +4,17 @@ KerasTuner's users see RAM grow over trials (keras-team/keras-tuner#873, #1031).
 long searches on digits, each in a fresh process, and reads the process's resident memory
 (``VmRSS``, after ``gc.collect()``) at the end of every trial:
 
+- ``plain``: the alternative, KerasTuner without the plugin: ``keras_tuner.RandomSearch`` with a
+  plain build function that returns the same models (KerasTuner clears the Keras session before
+  each build, as it always does);
 - ``random``: ``keras_tuner.RandomSearch`` with :class:`poolnas.spaces.PoolNASHyperModel`;
-- ``oracle``: ``keras_tuner.Tuner`` with :class:`poolnas.search.OptunaOracle` (SQLite study);
-- ``random-no-clear``: as ``random``, with ``keras.backend.clear_session`` made a no-op
-  everywhere (KerasTuner's own call before each build included): the alternative that shows
-  what the clearing is worth.
+- ``oracle``: ``keras_tuner.Tuner`` with :class:`poolnas.search.OptunaOracle` (SQLite study).
 
 It prints one JSON line per arm and a table: memory after the warm-up trials, at the end, and the
 growth per trial (least-squares slope over the trials after the warm-up)::
 
     python benchmarks/keras_tuner_memory.py            # 60 trials per arm
-    python benchmarks/keras_tuner_memory.py --quick    # 8 trials per arm, ~2 minutes
+    python benchmarks/keras_tuner_memory.py --quick    # 8 trials per arm, a few minutes
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-ARMS = ("random", "oracle", "random-no-clear")
+ARMS = ("plain", "random", "oracle")
 WARMUP = 5
 
 
@@ -45,16 +45,11 @@ def rss_mib() -> float:
 
 def run_arm(arm: str, trials: int, epochs: int) -> dict:
     """One arm in this process: RSS after each trial."""
-    import keras
     import keras_tuner
 
     from poolnas.evaluators import load_dataset
     from poolnas.search import OptunaOracle
     from poolnas.spaces import PoolNASHyperModel, SearchSpace
-
-    if arm == "random-no-clear":
-        keras.backend.clear_session = lambda *args, **kwargs: None
-        keras_tuner.src.engine.tuner.keras.backend.clear_session = keras.backend.clear_session
 
     data = load_dataset("digits")
     hypermodel = PoolNASHyperModel(SearchSpace(), data.input_shape, data.num_classes,
@@ -79,6 +74,8 @@ def run_arm(arm: str, trials: int, epochs: int) -> dict:
                                   max_trials=trials, seed=0)
             tuner = measured(keras_tuner.Tuner)(oracle=oracle, **common)
         else:
+            if arm == "plain":  # the same models, built by a function: KerasTuner's own fit
+                common["hypermodel"] = lambda hp: hypermodel.build(hp)
             tuner = measured(keras_tuner.RandomSearch)(objective="val_accuracy",
                                                        max_trials=trials, seed=1, **common)
         before = rss_mib()

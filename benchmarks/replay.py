@@ -44,16 +44,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import poolbench  # noqa: E402  (the table's space and file format)
 
 STRATEGIES = ("tpe", "nsga2", "random", "grid", "kt-random", "kt-bayes")
-#: Unique trainings each strategy may spend per run (the cheap ones go to the whole space).
-CAPS = {"tpe": 300, "nsga2": 400, "random": None, "grid": None, "kt-random": None,
-        "kt-bayes": 150}
+#: Trainings each strategy may spend per run, at most (Optuna's are also capped by the space
+#: size, since poolnas never trains an architecture twice).
+CAPS = {"tpe": 300, "nsga2": 400, "random": 600, "grid": 729, "kt-random": 600,
+        "kt-bayes": 100}
+#: Runs per strategy when it is slower than the rest: KerasTuner's Bayesian oracle fits a
+#: Gaussian process and restarts L-BFGS 50 times per proposal (about 1.4 s of CPU each here).
+RUNS = {"kt-bayes": 5}
 LEVELS = (0.95, 0.99)
 
 
 class Table:
     """The benchmark table restricted to a space: objectives by key, reference, true front."""
 
-    def __init__(self, rows: dict[str, dict[str, Any]], space) -> None:
+    def __init__(self, rows: dict[str, dict[str, Any]], space, *,
+                 normalisation: str = "poolnas") -> None:
         from poolnas.search import hypervolume
 
         missing = [a.key for a in space if a.key not in rows]
@@ -64,13 +69,30 @@ class Table:
         self.values = {a.key: (statistics.fmean(rows[a.key]["val_acc"]),
                                float(rows[a.key]["flops"])) for a in space}
         self.reference = max(f for _, f in self.values.values())
-        self.true_hv = hypervolume(self.values.values(), reference_flops=self.reference)
+        # "poolnas": the search's own convention, (accuracy, 1 - flops / reference) with the
+        # reference point (0, reference). "range": the same after mapping the table's accuracy
+        # range and FLOPs range onto [0, 1], which stops the empty rectangle below the worst
+        # accuracy and left of the cheapest model from dominating the number.
+        self.normalisation = normalisation
+        self._low_acc = min(a for a, _ in self.values.values()) if normalisation == "range" else 0.0
+        self._low_flops = min(f for _, f in self.values.values()) if normalisation == "range" else 0.0
+        high_acc = max(a for a, _ in self.values.values())
+        self._acc_span = (high_acc - self._low_acc) if normalisation == "range" else 1.0
+        self.true_hv = hypervolume(self._mapped(self.values), reference_flops=self._ref())
         self.front = _front(self.values)
+
+    def _ref(self) -> float:
+        return self.reference - self._low_flops
+
+    def _mapped(self, values) -> list[tuple[float, float]]:
+        pairs = values.values() if isinstance(values, dict) else values
+        return [((a - self._low_acc) / self._acc_span, f - self._low_flops) for a, f in pairs]
 
     def hv(self, keys) -> float:
         from poolnas.search import hypervolume
 
-        return hypervolume([self.values[k] for k in keys], reference_flops=self.reference)
+        return hypervolume(self._mapped([self.values[k] for k in keys]),
+                           reference_flops=self._ref())
 
 
 def _front(values: dict[str, tuple[float, float]]) -> list[str]:
@@ -94,25 +116,24 @@ class Curve:
         self.proposals = 0
 
     def train(self, key: str, *, count_duplicate: bool) -> bool:
-        """Record a training of ``key``; False once the cap is reached."""
+        """Record a training of ``key``; False once the cap is reached or the whole true
+        front has been found (nothing can change after that)."""
         self.proposals += 1
-        if key in self.unique and not count_duplicate:
-            return len(self.hv) < self.cap
-        self.unique.add(key)
-        self.trained.append(key)
-        self.hv.append(self.table.hv(self.unique))
-        return len(self.hv) < self.cap
+        if key not in self.unique or count_duplicate:
+            self.unique.add(key)
+            self.trained.append(key)
+            self.hv.append(self.table.hv(self.unique))
+        found_all = bool(self.hv) and self.hv[-1] >= self.table.true_hv * (1 - 1e-12)
+        return len(self.hv) < self.cap and not found_all
 
 
 def run_optuna(name: str, table: Table, seed: int, cap: int) -> Curve:
     import optuna
 
-    from poolnas.search import make_sampler
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     curve = Curve(table, cap)
     study = optuna.create_study(directions=["maximize", "minimize"],
-                                sampler=make_sampler(name, table.space, seed))
+                                sampler=_sampler(name, table.space, seed))
 
     def objective(trial):
         key = table.space.suggest(trial).key
@@ -124,6 +145,27 @@ def run_optuna(name: str, table: Table, seed: int, cap: int) -> Curve:
     # guards against a sampler that proposes nothing new.
     study.optimize(objective, n_trials=20 * cap)
     return curve
+
+
+def _sampler(name: str, space, seed: int):
+    """poolnas' sampler for ``name``; ``tpe:n_startup_trials=5`` or ``nsga2:population_size=10``
+    tries other settings of the same sampler (the tuning evidence in docs/benchmarks.md)."""
+    import optuna
+
+    from poolnas.search import make_sampler
+
+    base, _, options = name.partition(":")
+    if not options:
+        return make_sampler(name, space, seed)
+    kwargs = {k: int(v) for k, v in (pair.split("=") for pair in options.split(";"))}
+    if base == "tpe":
+        settings = {"multivariate": True, "group": True, **kwargs}
+        if not settings["multivariate"]:
+            settings["group"] = False
+        return optuna.samplers.TPESampler(seed=seed, **settings)
+    if base == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, **kwargs)
+    raise SystemExit(f"no settings for strategy {base!r}")
 
 
 def run_keras_tuner(name: str, table: Table, seed: int, cap: int, workdir: str) -> Curve:
@@ -232,8 +274,8 @@ def plot(results: list[dict[str, Any]], path: Path, *, title: str) -> None:
 
 def markdown(results: list[dict[str, Any]], table: Table) -> str:
     lines = [f"Space: {table.space.size} architectures; true front: {len(table.front)} "
-             f"architectures, hypervolume {table.true_hv:.5f} (reference FLOPs "
-             f"{int(table.reference):,}).", "",
+             f"architectures, hypervolume {table.true_hv:.5f} ({table.normalisation} "
+             f"normalisation, reference FLOPs {int(table.reference):,}).", "",
              "| strategy | runs | trainings to 95 % HV (median [q1, q3]) | reached | "
              "trainings to 99 % HV | reached | proposals per training |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -251,27 +293,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table", type=Path, default=poolbench.TABLE)
     parser.add_argument("--quick", action="store_true",
                         help="the quick table's space, 3 seeds, caps of 40: about a minute")
-    parser.add_argument("--seeds", type=int, default=None, help="runs per strategy (30)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="runs per strategy (default 30, kt-bayes 5; --quick 3)")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
-    parser.add_argument("--skips", default=None,
-                        help="restrict the space to these skip types (comma-separated)")
+    parser.add_argument("--subspace", default="full", choices=poolbench.SUBSPACES,
+                        help="replay on a nested sub-space of the table (default full)")
+    parser.add_argument("--normalisation", default="poolnas", choices=("poolnas", "range"),
+                        help="hypervolume as poolnas computes it (default) or range-normalised")
     parser.add_argument("--cap", type=int, default=None, help="one cap for every strategy")
     parser.add_argument("--out", type=Path, default=None,
                         help="write <out>.json, <out>.png and <out>.md (default: print only)")
     args = parser.parse_args(argv)
     seeds = args.seeds or (3 if args.quick else 30)
-    space = poolbench.bench_space(quick=args.quick)
-    if args.skips:
-        space = space.narrowed(skips=tuple(args.skips.split(",")))
-    table = Table(poolbench.load_table(args.table), space)
+    space = poolbench.bench_subspace(args.subspace, quick=args.quick)
+    table = Table(poolbench.load_table(args.table), space, normalisation=args.normalisation)
     results = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="poolnas-replay-") as workdir:
         for name in args.strategies.split(","):
-            cap = args.cap or (40 if args.quick else CAPS[name] or space.size)
-            cap = min(cap, space.size) if not name.startswith("kt-") else cap
+            cap = args.cap or (40 if args.quick else CAPS[name.partition(":")[0]])
+            if name != "kt-bayes":
+                cap = min(cap, space.size)
+            runs = min(seeds, RUNS.get(name, seeds)) if not args.seeds else seeds
             tick = time.perf_counter()
-            curves = [run(name, table, seed, cap, workdir) for seed in range(seeds)]
+            curves = [run(name, table, seed, cap, workdir) for seed in range(runs)]
             result = summarise(name, curves, table, cap)
             result["seconds"] = round(time.perf_counter() - tick, 1)
             results.append(result)
@@ -282,12 +327,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        summary = {"true_hv": table.true_hv, "reference_flops": table.reference,
+        summary = {"normalisation": table.normalisation, "true_hv": table.true_hv, "reference_flops": table.reference,
                    "front": table.front, "space_size": space.size, "results": results}
         args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
         args.out.with_suffix(".md").write_text(text + "\n")
         plot(results, args.out.with_suffix(".png"),
-             title=f"PoolBench-digits ({space.size} architectures), {seeds} runs each")
+             title=f"PoolBench-digits, {args.subspace} ({space.size} architectures), "
+                   f"{args.normalisation} hypervolume")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ their accuracy means nothing: they are counted as infeasible and left out of the
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -132,7 +133,8 @@ class PairedComparison:
         return PairedComparison(
             point=self.point, kind=self.kind, choice=self.other, other=self.choice,
             pairs=self.pairs, trial_pairs=tuple((b, a) for a, b in self.trial_pairs),
-            accuracy_delta=-self.accuracy_delta, flops_ratio=1.0 / self.flops_ratio,
+            accuracy_delta=-self.accuracy_delta,
+            flops_ratio=1.0 / self.flops_ratio if self.flops_ratio else math.inf,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -199,11 +201,22 @@ class ChoiceAnalysis:
 
 
 # ---------------------------------------------------------------------- building the analysis
-def candidates_of(trials: Iterable[FrozenTrial]) -> list[Candidate]:
+@functools.lru_cache(maxsize=8192)
+def _parse(key: str) -> Architecture | None:
+    """The architecture of a key, or None; cached, since every refresh reads every trial."""
+    try:
+        return Architecture.from_key(key)
+    except PoolnasError:
+        return None
+
+
+def candidates_of(trials: Iterable[FrozenTrial], *,
+                  front: Iterable[int] | None = None) -> list[Candidate]:
     """The architectures of a study, one per key, each with its first complete trial.
 
     Args:
         trials: Frozen trials of a poolnas study, any states.
+        front: The numbers of the Pareto front's trials, if the caller has them.
 
     Returns:
         Complete trials with two values and a readable architecture key, by trial number.
@@ -211,7 +224,7 @@ def candidates_of(trials: Iterable[FrozenTrial]) -> list[Candidate]:
     from optuna.trial import TrialState
 
     trials = list(trials)
-    front = {t.number for t in pareto_front(trials)}
+    front = {t.number for t in pareto_front(trials)} if front is None else set(front)
     seen: set[str] = set()
     result = []
     for trial in sorted(trials, key=lambda t: t.number):
@@ -220,9 +233,8 @@ def candidates_of(trials: Iterable[FrozenTrial]) -> list[Candidate]:
         key = trial.user_attrs.get("architecture")
         if not isinstance(key, str) or key in seen:
             continue
-        try:
-            arch = Architecture.from_key(key)
-        except PoolnasError:
+        arch = _parse(key)
+        if arch is None:
             continue
         seen.add(key)
         feasible = is_feasible(trial) and "infeasible" not in trial.user_attrs
@@ -313,8 +325,8 @@ def analyse_choices(trials: Iterable[FrozenTrial], *,
         The analysis; its :attr:`~ChoiceAnalysis.stats` are in catalogue order per point.
     """
     trials = list(trials)
-    candidates = candidates_of(trials)
     front = tuple(t.number for t in pareto_front(trials))
+    candidates = candidates_of(trials, front=front)
     front_set = set(front)
     points = max((len(c.architecture.points) for c in candidates),
                  default=space.points if space is not None else 0)

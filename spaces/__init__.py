@@ -1,4 +1,5 @@
-"""What can be searched: the architecture value, search spaces, the Keras builder."""
+"""What can be searched: the architecture value, search spaces, the Keras builder, and the
+search space as a KerasTuner HyperModel."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from poolnas.spaces._architecture import Architecture, DownsamplingPoint
 from poolnas.spaces._builder import build_model, check_input_shape
 from poolnas.spaces._catalogue import MERGES, OPS, SKIPS, STEMS
 from poolnas.spaces._errors import PoolnasError
+from poolnas.spaces._memory import release_training_graphs
 from poolnas.spaces._space import PRESETS, SearchSpace, catalogue_space, default_space
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ __all__ = [
     "catalogue_space",
     "check_input_shape",
     "default_space",
+    "release_training_graphs",
 ]
 
 

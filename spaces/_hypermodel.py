@@ -22,6 +22,7 @@ import keras_tuner
 from poolnas.spaces._architecture import Architecture
 from poolnas.spaces._builder import build_model
 from poolnas.spaces._errors import PoolnasError
+from poolnas.spaces._memory import release_training_graphs
 from poolnas.spaces._space import SearchSpace
 
 if TYPE_CHECKING:
@@ -48,8 +49,9 @@ class PoolNASHyperModel(keras_tuner.HyperModel):
         tuner = keras_tuner.RandomSearch(hypermodel, objective="val_accuracy", max_trials=10)
         tuner.search(x_train, y_train, validation_data=(x_val, y_val), epochs=3)
 
-    The Keras session is cleared before every model is built, so memory stays flat over a
-    long search.
+    Memory stays flat over a long search: the Keras session is cleared before every model is
+    built, and ``fit`` frees the training graph that TensorFlow would keep
+    (:func:`~poolnas.spaces.release_training_graphs`).
 
     Args:
         space: The search space (a :class:`SearchSpace`, or a preset name or space file path).
@@ -156,9 +158,11 @@ class PoolNASHyperModel(keras_tuner.HyperModel):
 
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any,
             **kwargs: Any) -> Any:
-        """``model.fit(*args, **kwargs)``, timed and remembered in :attr:`fits`."""
+        """``model.fit(*args, **kwargs)``, timed and remembered in :attr:`fits`; the training
+        graph TensorFlow would keep is freed afterwards."""
         started = time.perf_counter()
-        history = model.fit(*args, **kwargs)
+        with release_training_graphs():
+            history = model.fit(*args, **kwargs)
         epochs = history.epoch[-1] + 1 if history.epoch else int(kwargs.get("initial_epoch", 0))
         self.fits.append({
             "epochs": int(epochs),

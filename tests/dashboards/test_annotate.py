@@ -131,8 +131,11 @@ def test_search_annotates_untrained_trials_too(tmp_path) -> None:
     from poolnas.search._cli import main
 
     storage = f"sqlite:///{tmp_path / 'f.db'}"
+    space = tmp_path / "small.toml"
+    space.write_text('points = 1\nops = ["max", "conv"]\nskips = ["none"]\n')
     assert main(["search", "--storage", storage, "--study", "f", "--trials", "2",
-                 "--max-flops", "1k", "--quiet", "--epochs", "1", "--batch-size", "128"]) == 0
+                 "--space", str(space), "--sampler", "grid", "--max-flops", "1k", "--quiet",
+                 "--epochs", "1", "--batch-size", "128"]) == 0
     study = optuna.load_study(study_name="f", storage=storage)
     for trial in study.trials:
         note = get_note(optuna.trial.Trial(study, trial._trial_id))

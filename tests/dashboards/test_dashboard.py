@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from poolnas.search._cli import main
 
 CHROMIUM = "/usr/bin/chromium"
@@ -84,8 +83,10 @@ def searched(tmp_path_factory) -> tuple[Path, str]:
     """A small real search: its folder and its storage URL."""
     where = tmp_path_factory.mktemp("dashboard")
     url = f"sqlite:///{where / 's.db'}"
+    space = where / "small.toml"
+    space.write_text('points = 2\nops = ["max", "conv"]\nskips = ["none", "projection"]\n')
     code = main(["search", "--storage", url, "--study", "s", "--trials", "3", "--seed", "2",
-                 "--quiet", *TINY])
+                 "--space", str(space), "--quiet", *TINY])
     assert code == 0
     return where, url
 
@@ -122,6 +123,9 @@ def test_serves_the_study_its_notes_figure_and_artifacts(server) -> None:
     for trial in trials:
         attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
         assert trial["note"]["body"].startswith(f"### `{attrs['architecture']}`")
+        if "duplicate_of" in attrs:  # its model and picture belong to the original trial
+            assert trial["artifacts"] == []
+            continue
         names = sorted(a["filename"] for a in trial["artifacts"])
         assert names == [f"architecture-trial{trial['number']:05d}.png",
                          f"trial{trial['number']:05d}.keras"]
@@ -150,7 +154,9 @@ def test_browser_shows_front_trial_key_and_artifacts(server, searched, tmp_path)
     import optuna
 
     study = optuna.load_study(study_name="s", storage=url)
-    keys = {t.number: t.user_attrs["architecture"] for t in study.trials}
+    # The last trial that trained its own model (a duplicate shows its original's artifacts).
+    shown = max(t.number for t in study.trials if "duplicate_of" not in t.user_attrs)
+    key = study.trials[shown].user_attrs["architecture"]
     study_id = json.loads(get(server + "api/studies"))["study_summaries"][0]["study_id"]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -166,12 +172,12 @@ def test_browser_shows_front_trial_key_and_artifacts(server, searched, tmp_path)
             page.screenshot(path=str(tmp_path / "study.png"), full_page=True)
 
             page.goto(f"{server}dashboard/studies/{study_id}/trials")
-            page.get_by_text("Trial 1", exact=True).first.click()
-            page.get_by_text(f"Trial 1 (trial_id=", exact=False).wait_for(timeout=30_000)
-            page.get_by_text("architecture-trial00001.png").wait_for(timeout=30_000)
+            page.get_by_text(f"Trial {shown}", exact=True).first.click()
+            page.get_by_text(f"Trial {shown} (trial_id=", exact=False).wait_for(timeout=30_000)
+            page.get_by_text(f"architecture-trial{shown:05d}.png").wait_for(timeout=30_000)
             body = page.inner_text("body")
-            assert keys[1] in body  # in the note and among the user attrs
-            assert "trial00001.keras" in body
+            assert key in body  # in the note and among the user attrs
+            assert f"trial{shown:05d}.keras" in body
             preview = page.locator("img[src*='/artifacts/']").first
             preview.wait_for(timeout=30_000)
             page.wait_for_function("img => img.complete && img.naturalWidth > 0",

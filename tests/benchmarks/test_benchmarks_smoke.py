@@ -1,0 +1,120 @@
+"""Smoke tests of the benchmark scripts: their quick modes run on a tiny table.
+
+Nothing here asserts a time or a ratio; the scripts measure, docs/benchmarks.md reports.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import flops_check  # noqa: E402
+import poolbench  # noqa: E402
+import replay  # noqa: E402
+import throughput  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data():
+    from poolnas.evaluators import load_dataset
+
+    return load_dataset("digits", seed=poolbench.DATA_SEED)
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory, data) -> Path:
+    """The quick space's table with real FLOPs and made-up accuracies (no training)."""
+    import keras
+
+    from poolnas.evaluators import count_cost
+    from poolnas.spaces import build_model
+
+    path = tmp_path_factory.mktemp("poolbench") / "tiny.jsonl"
+    with path.open("w") as table:
+        for index, arch in enumerate(poolbench.bench_space(quick=True)):
+            keras.backend.clear_session()
+            cost = count_cost(build_model(arch, data.input_shape, data.num_classes))
+            accuracy = 0.8 + 0.01 * (index % 7) + 1e-4 * cost.flops / 1e4
+            table.write(json.dumps({"key": arch.key, "flops": cost.flops, "macs": cost.macs,
+                                    "params": cost.params, "val_acc": [accuracy] * 3,
+                                    "test_acc": [accuracy] * 3}) + "\n")
+    return path
+
+
+def test_subspaces_are_nested():
+    sizes = [poolbench.bench_subspace(name).size for name in poolbench.SUBSPACES]
+    assert sizes == [81, 243, 729]
+    small, large = (set(a.key for a in poolbench.bench_subspace(n)) for n in poolbench.SUBSPACES[:2])
+    assert small < large
+
+
+def test_train_row_matches_the_evaluator(data):
+    from poolnas.evaluators import Budget, evaluate_architecture
+
+    arch = next(iter(poolbench.bench_space(quick=True)))
+    budget = Budget(epochs=1)
+    row = poolbench.train_row(arch, data, budget, seeds=(0, 1))
+    assert row["key"] == arch.key and len(row["val_acc"]) == len(row["test_acc"]) == 2
+    evaluation = evaluate_architecture(arch, data, Budget(epochs=1, repeats=2), seed=0)
+    assert row["flops"] == evaluation.flops and row["params"] == evaluation.params
+    # One traced step serves every seed, and each seed still trains as its own training.
+    assert row["val_acc"] == pytest.approx(list(evaluation.accuracies), abs=1e-5)
+
+
+def test_build_table_resumes(tmp_path, data):
+    path = tmp_path / "t.jsonl"
+    assert poolbench.build_table(path, quick=True, limit=1, log=lambda _: None) == 1
+    first = poolbench.load_table(path)
+    path.write_text(path.read_text() + '{"key": "cut sh')  # a build killed mid-line
+    assert poolbench.load_table(path) == first
+    path.write_text(path.read_text().rsplit("\n", 1)[0] + "\n")
+    assert poolbench.build_table(path, quick=True, limit=1, log=lambda _: None) == 1
+    assert len(poolbench.load_table(path)) == 2
+
+
+def test_replay_quick(tiny_table, tmp_path, capsys):
+    out = tmp_path / "replay"
+    replay.main(["--quick", "--table", str(tiny_table), "--seeds", "2", "--cap", "8",
+                 "--out", str(out)])
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert [r["strategy"] for r in summary["results"]] == list(replay.STRATEGIES)
+    assert summary["reference_flops"] == max(
+        json.loads(line)["flops"] for line in tiny_table.read_text().splitlines())
+    for result in summary["results"]:
+        assert 1 <= result["to_95"]["median"] <= 9
+        assert all(0 <= v <= 1 + 1e-9 for band in result["hv_bands"] for v in band)
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert "trainings to 95 % HV" in capsys.readouterr().out
+
+
+def test_replay_refuses_an_incomplete_table(tmp_path):
+    path = tmp_path / "partial.jsonl"
+    path.write_text("")
+    with pytest.raises(SystemExit, match="lacks 16 architectures"):
+        replay.main(["--quick", "--table", str(path)])
+
+
+def test_flops_check_quick(capsys):
+    assert flops_check.main(["--quick", "--limit", "2"]) == 0
+    assert "2 equal, 0 different" in capsys.readouterr().out
+
+
+def test_throughput_contenders_and_summary(tmp_path):
+    from poolnas.evaluators import Budget
+
+    budget = Budget(epochs=2)
+    kt = throughput.run_keras_tuner(budget, 1000, 1, str(tmp_path))
+    assert kt["trials"] == 1 and len(kt["keys"]) == 1
+    plain = throughput.run_plain(budget, 1000, kt["keys"])
+    assert plain["trials"] == 1 and plain["per_trial"][0]["train"] > 0
+    fake_poolnas = {**plain, "setup_seconds": 1.0, "flops": {kt["keys"][0]: 10**6},
+                    "samples_per_epoch": 1024}
+    text = throughput.summarise({"keras-tuner": [kt], "poolnas": [fake_poolnas],
+                                 "plain": [plain]}, epochs=2, peak=1e10)
+    assert "trials per minute" in text and "of peak" in text
