@@ -10,10 +10,12 @@ long searches on digits, each in a fresh process, and reads the process's reside
 - ``random``: ``keras_tuner.RandomSearch`` with :class:`poolnas.spaces.PoolNASHyperModel`;
 - ``oracle``: ``keras_tuner.Tuner`` with :class:`poolnas.search.OptunaOracle` (SQLite study).
 
-It prints one JSON line per arm and a table: memory after the warm-up trials, at the end, and the
-growth per trial (least-squares slope over the trials after the warm-up)::
+It prints one JSON line per arm and a table: memory just after the warm-up (median of trials
+6-10), at the end (median of the last 5 trials), and the growth per trial (least-squares slope
+over the trials after the warm-up). Only trained trials are measured: the OptunaOracle completes
+a candidate its study already trained without training it again::
 
-    python benchmarks/keras_tuner_memory.py            # 60 trials per arm
+    python benchmarks/keras_tuner_memory.py            # 40 trials per arm
     python benchmarks/keras_tuner_memory.py --quick    # 8 trials per arm, a few minutes
 """
 
@@ -23,6 +25,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,12 +102,18 @@ def slope(values: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="8 trials per arm")
-    parser.add_argument("--trials", type=int, default=None, help="trials per arm (default 60)")
+    parser.add_argument("--trials", type=int, default=None, help="trials per arm (default 40)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one arm here
+    parser.add_argument("--summarise", metavar="FILE",
+                        help="print the table of the JSON lines in FILE (a previous run's output)")
     args = parser.parse_args()
-    trials = args.trials or (8 if args.quick else 60)
+    trials = args.trials or (8 if args.quick else 40)
+    if args.summarise:
+        with open(args.summarise, encoding="utf-8") as lines:
+            summarise([json.loads(line) for line in lines if line.startswith("{")])
+        return
     if args.arm:
         print(json.dumps(run_arm(args.arm, trials, args.epochs)), flush=True)
         return
@@ -118,14 +127,19 @@ def main() -> None:
         result = json.loads(out.strip().splitlines()[-1])
         print(json.dumps(result), flush=True)
         results.append(result)
-    print(f"\n{'arm':<18} {'trials':>6} {'RSS after warm-up':>18} {'RSS at end':>11} "
+    summarise(results)
+
+
+def summarise(results: list[dict]) -> None:
+    print(f"\n{'arm':<8} {'trained':>7} {'RSS after warm-up':>18} {'RSS at end':>11} "
           f"{'growth/trial':>13} {'seconds':>8}")
     for r in results:
         memory = r["rss_mib"]
-        warm = memory[min(WARMUP, len(memory)) - 1]
-        growth = slope(memory[WARMUP:]) if len(memory) > WARMUP + 1 else slope(memory)
-        print(f"{r['arm']:<18} {r['trials']:>6} {warm:>14.0f} MiB {memory[-1]:>7.0f} MiB "
-              f"{growth:>9.2f} MiB {r['seconds']:>8.0f}")
+        after = memory[WARMUP:] if len(memory) > WARMUP + 1 else memory
+        warm = statistics.median(after[:5])
+        end = statistics.median(memory[-5:])
+        print(f"{r['arm']:<8} {r['trials']:>7} {warm:>14.0f} MiB {end:>7.0f} MiB "
+              f"{slope(after):>9.2f} MiB {r['seconds']:>8.0f}")
 
 
 if __name__ == "__main__":

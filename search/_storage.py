@@ -192,6 +192,21 @@ def _is_journal_spec(spec: str) -> bool:
     return "://" not in spec and spec.endswith(JOURNAL_SUFFIX)
 
 
+def needs_artifact_dir(spec: str) -> bool:
+    """Whether trained weights of ``spec`` have no place beside it: a database server or an
+    in-memory SQLite database (searches there need ``--artifacts``). False for a spec that is
+    not a URL at all, which :func:`open_storage` refuses with its own message."""
+    if not isinstance(spec, str) or _is_journal_spec(spec):
+        return False
+    try:
+        parsed = sa.make_url(spec)
+    except (sa_exc.ArgumentError, ValueError):
+        return False
+    if parsed.get_backend_name() == "sqlite":
+        return not parsed.database or parsed.database == ":memory:"
+    return True
+
+
 def open_storage(
     url: str,
     *,

@@ -19,6 +19,7 @@ with different settings is refused instead of mixing incomparable trials.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import tempfile
@@ -29,12 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from poolnas.search._pareto import hypervolume, pareto_front
 from poolnas.search._locks import StudyLock
-from poolnas.search._storage import StorageHandle, load_study, open_storage
+from poolnas.search._storage import StorageHandle, load_study, needs_artifact_dir, open_storage
 from poolnas.search._workers import (
     POLL_SECONDS,
     WORKER_ATTR,
+    AttrHeartbeat,
     GracefulStop,
     WorkerIdentity,
+    has_optuna_heartbeat,
     reclaim_dead_trials,
 )
 from poolnas.spaces import Architecture, PoolnasError, SearchSpace
@@ -73,8 +76,9 @@ class SearchConfig:
         heartbeat: Seconds between the heartbeats of a running trial (database storages). A
             trial whose heartbeat is ``2 * heartbeat`` seconds old is failed and queued again;
             one whose worker ran on this machine and died is failed at once.
-        worker: Index of this worker among those started together (``--workers``); it varies
-            the sampler's seed so that workers do not propose the same trials.
+        worker: Index of this worker among those started together (``--workers``), for
+            messages. Workers need no seeds of their own: each trial draws with a seed made of
+            ``seed`` and the trial's number.
     """
 
     study: str = "poolnas"
@@ -110,6 +114,11 @@ class SearchConfig:
                                f"got {self.heartbeat!r}")
         if not isinstance(self.worker, int) or self.worker < 0:
             raise PoolnasError(f"worker index must be 0 or more, got {self.worker!r}")
+        if self.artifacts is None and needs_artifact_dir(self.storage):
+            raise PoolnasError(
+                "--storage is a database server (or in memory): there is no place beside it for "
+                "the trained models; pass --artifacts DIR, a directory every worker can reach"
+            )
         if self.budget is None:
             from poolnas.evaluators import Budget
 
@@ -401,9 +410,7 @@ class SearchRunner:
         if self.engine is not None:
             wanted["engine"] = self.engine
         existing = {s.study_name for s in self.handle.optuna_storage.get_all_studies()}
-        # Workers started together draw different trials; worker 0 keeps the plain seed.
-        sampler = make_sampler(config.sampler, config.space,
-                               config.seed + 10_007 * config.worker)
+        sampler = make_sampler(config.sampler, config.space, config.seed)
         if config.study in existing:
             study = optuna.load_study(study_name=config.study,
                                       storage=self.handle.optuna_storage, sampler=sampler)
@@ -420,11 +427,6 @@ class SearchRunner:
                 )
             else:
                 _check_resume(config.study, stored, wanted)
-                started = len(study.get_trials(deepcopy=False))
-                if started:  # A resumed sampler must not replay the first run's draws.
-                    study.sampler = make_sampler(
-                        config.sampler, config.space,
-                        config.seed + 10_007 * config.worker + 1_000_003 * started)
                 return study
         wanted["reference_flops"] = int(self.costs.largest(config.space))
         study = optuna.create_study(
@@ -612,12 +614,17 @@ class SearchRunner:
                 note=dead.user_attrs.get("fail_reason", "its worker stopped sending heartbeats")
                 + "; queued again", done=self.complete_trials(), total=self.config.trials,
             ))
-        trials = self.study.get_trials(deepcopy=False, states=(state.COMPLETE, state.RUNNING))
+        trials = self.study.get_trials(deepcopy=False)
         complete = sum(t.state == state.COMPLETE for t in trials)
         if complete >= self.config.trials:
             return "done"
-        if len(trials) >= self.config.trials:
+        if complete + sum(t.state == state.RUNNING for t in trials) >= self.config.trials:
             return "wait"  # Other workers' trials take the remaining slots.
+        # The next trial (its number is the count so far: trials are made under the lock) draws
+        # with a seed of its own, so that workers on one study, which share --seed, do not
+        # replay each other's draws, and a resumed run does not replay the first one's.
+        seed = (self.config.seed * 1_000_003 + len(trials)) % 2**32
+        self.study.sampler = make_sampler(self.config.sampler, self.config.space, seed)
         return "run"
 
     def _run_one_trial(self) -> None:
@@ -666,8 +673,10 @@ class SearchRunner:
         finally:
             if self._lock is not None:
                 self._lock.release()  # The trial exists: the next worker may count and start.
+        beat = (contextlib.nullcontext() if has_optuna_heartbeat(self.study._storage) else
+                AttrHeartbeat(self.study._storage, trial._trial_id, self.config.heartbeat))
         try:
-            with self.stop.interruptible():
+            with self.stop.interruptible(), beat:
                 return self.objective(trial)
         except KeyboardInterrupt as error:
             self._interrupted_trial = trial._trial_id

@@ -7,8 +7,9 @@ workers (:func:`reclaim_dead_trials`):
 
 - a trial whose worker ran on this machine and is no longer running (SIGKILL, a crash, a reboot
   of this machine) is failed at once;
-- a trial whose heartbeat is older than the grace period is failed (Optuna's heartbeat, on
-  database storages; this is how a dead worker on another machine is noticed);
+- a trial whose heartbeat is older than the grace period is failed: this is how a dead worker on
+  another machine is noticed (Optuna's heartbeat on database storages; on journal files, which
+  have none, :class:`AttrHeartbeat` refreshes the trial's user attr ``heartbeat``);
 - a trial that never named its worker (its process died within milliseconds of creating it) is
   failed once it is older than the grace period.
 
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 WORKER_ATTR = "worker"
 #: The user attr of a failed trial that says why.
 FAIL_REASON_ATTR = "fail_reason"
+#: The user attr a running trial's :class:`AttrHeartbeat` refreshes (storages without Optuna's).
+HEARTBEAT_ATTR = "heartbeat"
 #: User attrs a retried trial keeps from the attempt that died (the rest is measured again).
 _KEPT_BY_RETRY = ("architecture",)
 #: How often a worker that waits for other workers' trials looks again (seconds).
@@ -200,6 +203,59 @@ def _age_seconds(started: datetime.datetime | None) -> float:
     return (datetime.datetime.now() - started).total_seconds()  # Optuna stores local time.
 
 
+def _silent_seconds(trial: FrozenTrial) -> float:
+    """Seconds since the trial's last :class:`AttrHeartbeat` (or its start)."""
+    beat = trial.user_attrs.get(HEARTBEAT_ATTR)
+    if isinstance(beat, (int, float)):
+        return time.time() - float(beat)
+    return _age_seconds(trial.datetime_start)
+
+
+def has_optuna_heartbeat(storage: Any) -> bool:
+    """Whether the storage keeps Optuna's heartbeat of running trials (database storages)."""
+    return getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
+
+
+class AttrHeartbeat:
+    """A heartbeat for storages without Optuna's (journal files).
+
+    While inside, a thread writes the time (Unix seconds) into the running trial's user attr
+    ``heartbeat`` every ``interval`` seconds, so that workers on other machines can tell a trial
+    whose worker died. It stops by itself once the trial is finished.
+
+    Args:
+        storage: The Optuna storage.
+        trial_id: The running trial.
+        interval: Seconds between beats.
+    """
+
+    def __init__(self, storage: Any, trial_id: int, interval: float) -> None:
+        self._storage = storage
+        self._trial_id = trial_id
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _beat(self) -> None:
+        while True:
+            try:
+                self._storage.set_trial_user_attr(self._trial_id, HEARTBEAT_ATTR, time.time())
+            except Exception:  # noqa: BLE001 - finished, or the storage is gone: stop beating
+                return
+            if self._stop.wait(self._interval):
+                return
+
+    def __enter__(self) -> AttrHeartbeat:
+        self._thread = threading.Thread(target=self._beat, name="poolnas-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 def reclaim_dead_trials(study: optuna.Study, *, grace_period: float,
                         here: WorkerIdentity | None = None) -> list[int]:
     """Fail the running trials of ``study`` whose worker is gone, and queue each again.
@@ -219,15 +275,21 @@ def reclaim_dead_trials(study: optuna.Study, *, grace_period: float,
     storage = study._storage
     retry = retry_callback(storage)
     seen = getattr(retry, "reclaimed", [])
+    optuna_heartbeat = has_optuna_heartbeat(storage)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         identity = WorkerIdentity.from_attr(trial.user_attrs.get(WORKER_ATTR))
-        if identity is not None:
-            if not identity.is_dead(here):
+        if identity is None:
+            if _age_seconds(trial.datetime_start) <= grace_period:
                 continue
+            reason = "its worker died before the trial began"
+        elif identity.is_dead(here):
             reason = (f"worker {identity.host} pid {identity.pid} died during the trial "
                       "(killed, crashed or the machine restarted)")
-        elif _age_seconds(trial.datetime_start) > grace_period:
-            reason = "its worker died before the trial began"
+        elif identity.runs_here(here) or optuna_heartbeat:
+            continue  # Alive here; elsewhere Optuna's heartbeat tells (below).
+        elif (silent := _silent_seconds(trial)) > grace_period:
+            reason = (f"no heartbeat from worker {identity.host} pid {identity.pid} for "
+                      f"{silent:.0f} s (it stopped, or its machine did)")
         else:
             continue
         try:
@@ -237,7 +299,7 @@ def reclaim_dead_trials(study: optuna.Study, *, grace_period: float,
         except UpdateFinishedTrialError:
             continue  # Another worker reclaimed it, or it finished after all.
         retry(study, storage.get_trial(trial._trial_id))
-    if getattr(storage, "get_heartbeat_interval", lambda: None)() is not None:
+    if optuna_heartbeat:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # Calls ``retry`` for each stale trial.

@@ -97,6 +97,8 @@ CASES = {
                          "not an Optuna study database"),
     "study of another program": (["search", "--storage", "sqlite:///{w}/plain.db"],
                                  "was not created by poolnas"),
+    "server without artifacts": (["search", "--storage", "postgresql+psycopg://u@127.0.0.1:9/db"],
+                                 "pass --artifacts DIR"),
     # Space files: parsed (never evaluated) and checked.
     "unknown space key": (["search", "--space", "{w}/unknown_key.toml"], "unknown key(s) 'colour'"),
     "wrong space type": (["search", "--space", "{w}/wrong_type.json"], "points must be an integer"),

@@ -6,21 +6,19 @@ model of every complete trial in the artifact store."""
 
 from __future__ import annotations
 
-import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from poolnas.search import SnapshotStore
+from poolnas.search import list_studies, load_study, open_storage
+from poolnas.spaces import PoolnasError
 
 pytestmark = pytest.mark.slow
 
@@ -73,44 +71,42 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Comp
                           timeout=timeout)
 
 
-def sqlite_trials(db: Path) -> list[dict]:
-    """Every trial of an SQLite study database, read without writing (or [] while it is made)."""
-    if not db.exists() or db.stat().st_size == 0:
-        return []
+def read_trials(storage: str, study: str) -> list[dict]:
+    """Every trial of a study as ``{"number", "state", "attrs"}``; [] while it is being made."""
     try:
-        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as db_:
-            rows = db_.execute("SELECT trial_id, number, state FROM trials").fetchall()
-            attrs = db_.execute("SELECT trial_id, key, value_json FROM trial_user_attributes")
-            by_id = {trial_id: {"number": n, "state": s, "attrs": {}} for trial_id, n, s in rows}
-            for trial_id, key, value in attrs.fetchall():
-                by_id[trial_id]["attrs"][key] = json.loads(value)
-    except sqlite3.OperationalError:
-        return []  # The schema is being created.
-    return sorted(by_id.values(), key=lambda t: t["number"])
+        with open_storage(storage, create=False, heartbeat_interval=None) as handle:
+            if study not in list_studies(handle):
+                return []
+            trials = load_study(handle, study).get_trials()
+    except PoolnasError:
+        return []  # The database or journal is being created.
+    return [{"number": t.number, "state": t.state.name, "attrs": t.user_attrs} for t in trials]
 
 
-def wait_until_training(db: Path, process: subprocess.Popen, *, after_complete: int) -> int:
+def wait_until_training(storage: str, study: str, process: subprocess.Popen, *,
+                        after_complete: int) -> int:
     """Wait until ``after_complete`` trials are complete and the next one trains; its number."""
     deadline = time.monotonic() + 300
     while True:
         assert process.poll() is None, "the search ended before it was interrupted"
         assert time.monotonic() < deadline, "no trial began training"
-        trials = sqlite_trials(db)
+        trials = read_trials(storage, study)
         complete = [t for t in trials if t["state"] == "COMPLETE"]
         training = [t for t in trials if t["state"] == "RUNNING" and "flops" in t["attrs"]]
         if len(complete) >= after_complete and training:
             return training[0]["number"]
-        time.sleep(0.05)
+        time.sleep(0.1)
 
 
-def check_study(storage: str, study_name: str, total: int, artifacts: Path) -> optuna.Study:
-    """The invariants every interrupted, resumed or shared study must keep."""
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    trials = study.get_trials()
+def check_study(storage: str, study_name: str, total: int,
+                artifacts: Path) -> list[optuna.trial.FrozenTrial]:
+    """The invariants every interrupted, resumed or shared study must keep; its trials."""
+    with open_storage(storage, create=False) as handle:
+        trials = load_study(handle, study_name).get_trials()
+        history = handle.snapshots.history(study_name)
     complete = {t.number: t for t in trials if t.state == TrialState.COMPLETE}
     assert len(complete) == total, [(t.number, t.state.name) for t in trials]
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    history = SnapshotStore(storage, create=False).history(study_name)
     assert sorted(s.after_trial_number for s in history) == sorted(complete)
     for snapshot in history:
         assert 1 <= snapshot.n_complete <= total
@@ -120,31 +116,31 @@ def check_study(storage: str, study_name: str, total: int, artifacts: Path) -> o
     for trial in complete.values():
         assert trial.user_attrs["architecture"]
         assert (artifacts / trial.user_attrs["model_artifact"]).is_file()
-    return study
+    return trials
 
 
 # --- Crash and resume ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_kill_9_mid_trial_then_the_same_command_finishes_the_budget(
-    tmp_path: Path, processes: Callable[..., subprocess.Popen]
+    kind: str, tmp_path: Path, processes: Callable[..., subprocess.Popen]
 ) -> None:
-    db = tmp_path / "k.db"
-    args = search_args(f"sqlite:///{db}", "k", 3, *TRAINING)
+    storage = f"sqlite:///{tmp_path / 'k.db'}" if kind == "sqlite" else str(tmp_path / "k.log")
+    args = search_args(storage, "k", 3, *TRAINING)
     worker = processes(args, "killed")
-    killed = wait_until_training(db, worker, after_complete=1)
+    killed = wait_until_training(storage, "k", worker, after_complete=1)
     worker.kill()  # SIGKILL: no handler runs, the trial stays RUNNING with a fresh heartbeat.
     worker.wait()
-    assert [t["state"] for t in sqlite_trials(db)] == ["COMPLETE", "RUNNING"]
-    before = sqlite_trials(db)[0]
+    before = read_trials(storage, "k")
+    assert [t["state"] for t in before] == ["COMPLETE", "RUNNING"]
 
     rerun = run_cli(args, tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert f"trial {killed} fail" in rerun.stdout and "queued again" in rerun.stdout
-    study = check_study(f"sqlite:///{db}", "k", 3, tmp_path / "k-artifacts")
-    trials = study.get_trials()
+    trials = check_study(storage, "k", 3, tmp_path / "k-artifacts")
     for key in ("architecture", "flops", "model_artifact", "accuracies"):
-        assert trials[0].user_attrs[key] == before["attrs"][key]  # The finished trial is intact.
+        assert trials[0].user_attrs[key] == before[0]["attrs"][key]  # Finished: intact.
     dead = trials[killed]
     assert dead.state == TrialState.FAIL and "died" in dead.user_attrs["fail_reason"]
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
@@ -163,15 +159,14 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_budget(
 def test_signal_mid_trial_stops_cleanly_and_the_rerun_retries_it(
     signum: int, tmp_path: Path, processes: Callable[..., subprocess.Popen]
 ) -> None:
-    db = tmp_path / "i.db"
-    args = search_args(f"sqlite:///{db}", "i", 2, *TRAINING)
+    storage = f"sqlite:///{tmp_path / 'i.db'}"
+    args = search_args(storage, "i", 2, *TRAINING)
     worker = processes(args, "interrupted")
-    number = wait_until_training(db, worker, after_complete=0)
+    number = wait_until_training(storage, "i", worker, after_complete=0)
     worker.send_signal(signum)
     assert worker.wait(timeout=120) == 130
-    out, err = output(tmp_path, "interrupted")
-    assert "poolnas: interrupted; finished trials are saved" in err
-    trials = sqlite_trials(db)
+    assert "poolnas: interrupted; finished trials are saved" in output(tmp_path, "interrupted")[1]
+    trials = read_trials(storage, "i")
     assert [t["state"] for t in trials] == ["FAIL", "WAITING"]  # Never left RUNNING.
     name = signal.Signals(signum).name
     assert trials[number]["attrs"]["fail_reason"] == f"interrupted: stopped by {name}"
@@ -181,10 +176,10 @@ def test_signal_mid_trial_stops_cleanly_and_the_rerun_retries_it(
         return  # The rerun that retries it is the same as after SIGINT.
     rerun = run_cli(args, tmp_path)
     assert rerun.returncode == 0, rerun.stderr
-    study = check_study(f"sqlite:///{db}", "i", 2, tmp_path / "i-artifacts")
-    retry = study.trials[1]
+    finished = check_study(storage, "i", 2, tmp_path / "i-artifacts")
+    retry = finished[1]
     assert retry.state == TrialState.COMPLETE and retry.system_attrs["failed_trial"] == number
-    assert retry.params == study.trials[number].params
+    assert retry.params == finished[number].params
 
 
 # --- Many workers on one study ---------------------------------------------------------------
@@ -193,30 +188,30 @@ def test_signal_mid_trial_stops_cleanly_and_the_rerun_retries_it(
 def test_three_independent_processes_on_one_sqlite_study_reach_the_exact_total(
     tmp_path: Path, processes: Callable[..., subprocess.Popen]
 ) -> None:
-    db = tmp_path / "shared.db"
-    args = search_args(f"sqlite:///{db}", "shared", 8, *TINY)
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    args = search_args(storage, "shared", 8, *TINY)
     workers = [processes(args, f"worker{i}") for i in range(3)]
     for i, worker in enumerate(workers):
         assert worker.wait(timeout=600) == 0, output(tmp_path, f"worker{i}")[1]
         assert "database is locked" not in output(tmp_path, f"worker{i}")[1]
-    study = check_study(f"sqlite:///{db}", "shared", 8, tmp_path / "shared-artifacts")
-    assert len(study.trials) == 8  # Not one trial more, none failed.
+    trials = check_study(storage, "shared", 8, tmp_path / "shared-artifacts")
+    assert len(trials) == 8  # Not one trial more, none failed.
 
 
 def test_sigterm_to_a_search_with_workers_stops_every_worker_cleanly(
     tmp_path: Path, processes: Callable[..., subprocess.Popen]
 ) -> None:
-    db = tmp_path / "w.db"
-    args = search_args(f"sqlite:///{db}", "w", 20, *TRAINING, "--workers", "2")
+    storage = f"sqlite:///{tmp_path / 'w.db'}"
+    args = search_args(storage, "w", 20, *TRAINING, "--workers", "2")
     parent = processes(args, "parent")
     deadline = time.monotonic() + 300
-    while len({t["attrs"]["worker"]["pid"] for t in sqlite_trials(db)
+    while len({t["attrs"]["worker"]["pid"] for t in read_trials(storage, "w")
                if t["state"] == "RUNNING" and "flops" in t["attrs"]}) < 2:
         assert parent.poll() is None and time.monotonic() < deadline, "two workers never ran"
-        time.sleep(0.05)
+        time.sleep(0.1)
     parent.send_signal(signal.SIGTERM)  # To the parent only: it forwards to its workers.
     assert parent.wait(timeout=120) == 130
-    trials = sqlite_trials(db)
+    trials = read_trials(storage, "w")
     assert not [t for t in trials if t["state"] == "RUNNING"]
     interrupted = [t for t in trials if t["state"] == "FAIL"]
     assert len(interrupted) == 2  # One per worker, each queued again.
@@ -234,6 +229,6 @@ def test_three_workers_on_a_database_server_reach_the_exact_total(
                                  "--artifacts", str(artifacts)), tmp_path)
     assert result.returncode == 0, result.stderr
     assert "3 workers x" in result.stdout
-    study = check_study(url, "srv", 6, artifacts)
-    assert len(study.trials) == 6
-    assert len({t.user_attrs["worker"]["pid"] for t in study.trials}) >= 2
+    trials = check_study(url, "srv", 6, artifacts)
+    assert len(trials) == 6
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) >= 2

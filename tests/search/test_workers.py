@@ -4,6 +4,7 @@ no TensorFlow (the end-to-end runs through the CLI are in test_resilience.py).""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -27,7 +28,7 @@ from poolnas.search import (
     open_storage,
     reclaim_dead_trials,
 )
-from poolnas.search._workers import WORKER_ATTR, thread_split
+from poolnas.search._workers import WORKER_ATTR, AttrHeartbeat, thread_split
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -154,14 +155,17 @@ def _foreign_trial_then_hang(url: str, ready: str) -> None:
         # As if it ran on another machine: only its heartbeat can tell that it died.
         trial.set_user_attr(WORKER_ATTR, {"host": "gpu-node-7", "pid": 4242})
         trial.suggest_categorical("point1_op", ["max", "avg", "conv"])
-        Path(ready).touch()
-        time.sleep(600)
+        beat = (contextlib.nullcontext() if handle.optuna_storage.__class__.__name__ ==
+                "RDBStorage" else AttrHeartbeat(study._storage, trial._trial_id, 1))
+        with beat:
+            Path(ready).touch()
+            time.sleep(600)
         return 0.0, 0.0
 
     study.optimize(hang, n_trials=1)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", "journal", "postgresql"])
 def test_trial_of_a_dead_worker_elsewhere_is_reclaimed_after_its_grace_period(
     backend: str, new_database: Callable[[str], str], tmp_path: Path
 ) -> None:
@@ -171,15 +175,22 @@ def test_trial_of_a_dead_worker_elsewhere_is_reclaimed_after_its_grace_period(
     worker.start()
     try:
         wait_for(ready.exists, "the worker to start its trial")
+        with open_storage(url, create=True, heartbeat_interval=1) as handle:  # Grace: 2 s.
+            study = load_study(handle, "s")
+            time.sleep(3)
+            assert reclaim_dead_trials(study, grace_period=2) == []  # It beats: alive.
+            worker.kill()
+            worker.join()
+            wait_for(lambda: reclaim_dead_trials(study, grace_period=2) == [0],
+                     "the heartbeat to go stale", timeout=60)
+            assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+            assert study.trials[1].params == study.trials[0].params
+            if backend == "journal":
+                assert "no heartbeat from worker gpu-node-7" in \
+                    study.trials[0].user_attrs["fail_reason"]
     finally:
         worker.kill()
         worker.join()
-    with open_storage(url, create=True, heartbeat_interval=1) as handle:  # Grace: 2 s.
-        study = load_study(handle, "s")
-        wait_for(lambda: reclaim_dead_trials(study, grace_period=2) == [0],
-                 "the heartbeat to go stale", timeout=60)
-        assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
-        assert study.trials[1].params == study.trials[0].params
 
 
 def test_live_foreign_and_unnamed_trials(tmp_path: Path) -> None:
@@ -192,13 +203,16 @@ def test_live_foreign_and_unnamed_trials(tmp_path: Path) -> None:
         alive.set_user_attr(WORKER_ATTR, here.as_attr())
         foreign.set_user_attr(WORKER_ATTR, {**here.as_attr(), "host": "gpu-node-7", "pid": 1})
         assert reclaim_dead_trials(study, grace_period=3600) == []
-        # A trial that never said who runs it is dead once older than the grace period.
+        # Once older than the grace period, a trial that never said who runs it is dead, and so
+        # is one of another machine that stopped beating (this storage has no Optuna heartbeat).
+        # One whose process runs here is alive, however old.
         time.sleep(0.05)
-        assert reclaim_dead_trials(study, grace_period=0.01) == [unnamed.number]
-        states = {t.number: t.state for t in study.trials}
-        assert states[alive.number] == states[foreign.number] == TrialState.RUNNING
-        assert states[unnamed.number] == TrialState.FAIL
-        assert "before the trial began" in study.trials[unnamed.number].user_attrs["fail_reason"]
+        assert reclaim_dead_trials(study, grace_period=0.01) == [foreign.number, unnamed.number]
+        trials = study.trials
+        assert trials[alive.number].state == TrialState.RUNNING
+        assert "before the trial began" in trials[unnamed.number].user_attrs["fail_reason"]
+        assert "no heartbeat from worker gpu-node-7" in \
+            trials[foreign.number].user_attrs["fail_reason"]
 
 
 def test_retry_gives_up_after_max_retry(tmp_path: Path) -> None:
