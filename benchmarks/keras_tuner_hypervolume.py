@@ -121,7 +121,7 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds x 4 trials, 1 epoch")
     parser.add_argument("--seeds", type=int, default=None)
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--arms", default=",".join(ARMS))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     seeds = args.seeds or (2 if args.quick else 5)
     trials = args.trials or (4 if args.quick else 20)
     epochs = args.epochs or (1 if args.quick else 2)

@@ -99,7 +99,7 @@ def slope(values: list[float]) -> float:
     return num / sum((i - mean_x) ** 2 for i in range(n))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="8 trials per arm")
     parser.add_argument("--trials", type=int, default=None, help="trials per arm (default 40)")
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--arm", help=argparse.SUPPRESS)  # internal: run one arm here
     parser.add_argument("--summarise", metavar="FILE",
                         help="print the table of the JSON lines in FILE (a previous run's output)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     trials = args.trials or (8 if args.quick else 40)
     if args.summarise:
         with open(args.summarise, encoding="utf-8") as lines:

@@ -5,23 +5,23 @@ fixed budget, and one row per architecture is appended to a JSON-lines table::
 
     {"key": ..., "flops": ..., "macs": ..., "params": ...,
      "val_acc": [one per seed], "test_acc": [one per seed],
-     "train_seconds": ..., "eval_seconds": ..., "seeds": [0, 1, 2]}
+     "final_loss": [...], "train_seconds": [one per seed], "eval_seconds": ..., "seeds": [0, 1, 2]}
 
 With the table, a search strategy is compared in seconds (``benchmarks/replay.py``) instead of
 hours of training, and the true Pareto front and its hypervolume are known.
 
-The space (``BENCH_SPACE``): stem ``conv3`` with 8 channels, 3 downsampling points with the ops
-``max``, ``avg``, ``conv`` and the skips ``none``, ``projection``, ``pool_pad`` (merge ``add``),
-stage widths 8/16/32/64, one block per stage: 9**3 = 729 architectures.
-The budget (``BENCH_BUDGET``): 4 epochs, batch 64, Adam at 3e-3, no augmentation; data
-``load_dataset("digits", seed=0)`` (1,078 train / 359 val / 360 test images).
+The space (:func:`bench_space`): stem ``conv3`` with 8 channels, 3 downsampling points with the
+ops ``max``, ``avg``, ``conv`` and the skips ``none``, ``projection``, ``pool_pad`` (merge
+``add``), stage widths 8/16/32/64, one block per stage: 9**3 = 729 architectures, built in the
+order of the nested :data:`SUBSPACES`. The budget (:func:`bench_budget`): 4 epochs, batch 64,
+Adam at 3e-3, no augmentation; data ``load_dataset("digits", seed=0)``.
 
-The seeds of one architecture are trained as ONE Keras model that holds independent copies
-(disjoint weights, each initialised by ``keras.utils.set_random_seed(seed)`` before it is built,
-exactly as :func:`poolnas.evaluators.evaluate_architecture` does) fed the same batches, with the
-sum of their losses. The gradient of a copy's weights is the gradient of its own loss, and Adam is
-per-variable, so each copy trains as if alone, with the batch order of seed 0; one graph trace
-serves all seeds. ``train_seconds`` is the wall time of that joint ``fit``.
+The seeds of one architecture share one traced training step: the first seed's model is
+compiled and trained; for every further seed the same model is reloaded with the initial weights
+that seed gives (``keras.utils.set_random_seed(seed)`` before ``build_model``) and with the
+optimizer's initial state, and trained again on the batches that seed orders. Each seed is then
+exactly the training ``evaluate_architecture(..., seed=0)`` with ``repeats=3`` gives it, at about
+half the cost (no retracing).
 
 The build is resumable: rows are appended as they finish and keys already in the table are
 skipped, so it can be stopped and restarted, and split over processes with ``--shard I/N``::

@@ -282,8 +282,8 @@ def markdown(results: list[dict[str, Any]], table: Table) -> str:
     for r in results:
         a, b = r["to_95"], r["to_99"]
         lines.append(
-            f"| `{r['strategy']}` | {r['runs']} | {a['median']:.0f} [{a['q1']:.0f}, {a['q3']:.0f}] "
-            f"| {a['reached']}/{r['runs']} | {b['median']:.0f} [{b['q1']:.0f}, {b['q3']:.0f}] "
+            f"| `{r['strategy']}` | {r['runs']} | {a['median']:g} [{a['q1']:g}, {a['q3']:g}] "
+            f"| {a['reached']}/{r['runs']} | {b['median']:g} [{b['q1']:g}, {b['q3']:g}] "
             f"| {b['reached']}/{r['runs']} | {r['proposals_per_training']:.2f} |")
     return "\n".join(lines)
 

@@ -67,7 +67,6 @@ def _split_fit(epochs: list[float]) -> tuple[float, float]:
 
 # ------------------------------------------------------------------------------ contenders
 def run_keras_tuner(budget, seed: int, trials: int, workdir: str) -> dict[str, Any]:
-    import keras
     import keras_tuner as kt
 
     from poolnas.evaluators import load_dataset

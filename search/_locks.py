@@ -110,7 +110,8 @@ class StudyLock:
             connection, self._connection = self._connection, None
             try:
                 if self.kind == "postgresql":
-                    connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+                    connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"),
+                                       {"key": self._key})
                 else:
                     connection.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self._name})
             except BaseException:

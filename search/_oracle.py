@@ -50,8 +50,10 @@ from poolnas.search._study import (
     save_model_artifact,
     snapshot_front,
 )
-from poolnas.spaces import PoolnasError, SearchSpace
-from poolnas.spaces._hypermodel import HYPERMODEL_ATTR, PoolNASHyperModel
+from poolnas.spaces import PoolNASHyperModel, PoolnasError, SearchSpace
+
+# How the hypermodel marks the hyperparameters it declares (a contract of the two modules).
+from poolnas.spaces._hypermodel import HYPERMODEL_ATTR
 
 if TYPE_CHECKING:
     from poolnas.evaluators import Cost
@@ -300,6 +302,7 @@ class OptunaOracle(keras_tuner.Oracle):
             self.update_trial(trial.trial_id, {self.objective.name: accuracy})
             trial.status = TrialStatus.COMPLETED
             self.end_trial(trial)
+            self.save()  # No tuner saves after this trial: a reload must not run it again.
 
     @keras_tuner.synchronized
     def end_trial(self, trial: Trial) -> None:
@@ -317,9 +320,9 @@ class OptunaOracle(keras_tuner.Oracle):
         """
         trained = {self._numbers[i]: i for i in self._trained
                    if i in self._numbers and self.trials[i].status == TrialStatus.COMPLETED}
-        if not trained or self._study is None:
+        if not trained:
             return []
-        frozen = [t for t in self._study.get_trials(deepcopy=False) if t.number in trained]
+        frozen = [t for t in self.study.get_trials(deepcopy=False) if t.number in trained]
         front = sorted(pareto_front(frozen), key=lambda t: (-t.values[0], t.values[1]))
         best = [self.trials[trained[t.number]] for t in front]
         return best if num_trials is None else best[:num_trials]
@@ -399,7 +402,7 @@ class OptunaOracle(keras_tuner.Oracle):
         if fits:
             live.trial.set_user_attr("epochs", max(f["epochs"] for f in fits))
         stored_at = time.perf_counter()
-        model = self._trained_model(trial)
+        model = self._trained_model(trial, running.arch)
         artifact_id = save_model_artifact(self.handle, live.trial, model) if model is not None \
             else None
         seconds["storage"] = time.perf_counter() - stored_at
@@ -411,22 +414,27 @@ class OptunaOracle(keras_tuner.Oracle):
         self._trained.add(trial.trial_id)
         return accuracy, float(running.cost.flops)
 
-    def _trained_model(self, trial: Trial) -> Any:
-        """The trial's model with KerasTuner's checkpoint of it, or None without one."""
+    def _trained_model(self, trial: Trial, arch: Architecture) -> Any:
+        """The trial's model with KerasTuner's checkpoint of it (its best epoch), or None."""
         directory = getattr(self, "_directory", None)
         if directory is None:
             return None
         path = os.path.join(self._project_dir, f"trial_{trial.trial_id}", _CHECKPOINT)
         if not os.path.exists(path):
             return None
-        settings = self._settings
-        hypermodel = self._hypermodel or PoolNASHyperModel(
-            self._space, tuple(settings["input_shape"]), int(settings["num_classes"]),
-            input_scale=float(settings["input_scale"]),
-            input_offset=float(settings["input_offset"]),
-        )
-        model = hypermodel.build(trial.hyperparameters)
-        model.load_weights(path)
+        hypermodel = self._hypermodel
+        model = hypermodel.last_model if hypermodel is not None else None
+        if model is None or not hypermodel.fits or (
+            hypermodel.fits[-1]["architecture"] != arch.key
+        ):
+            settings = self._settings
+            hypermodel = hypermodel or PoolNASHyperModel(
+                self._space, tuple(settings["input_shape"]), int(settings["num_classes"]),
+                input_scale=float(settings["input_scale"]),
+                input_offset=float(settings["input_offset"]),
+            )
+            model = hypermodel.build(trial.hyperparameters)
+        model.load_weights(path)  # the trained model, or a new one: the best epoch's weights
         return model
 
     def _annotate(self, trial: optuna.Trial, arch: Architecture, remark: str | None = None, *,

@@ -28,10 +28,11 @@ from poolnas.spaces._space import SearchSpace
 if TYPE_CHECKING:
     import keras
 
-#: The attribute by which :meth:`PoolNASHyperModel.declare_hyperparameters` tells the
-#: ``HyperParameters`` it fills which hypermodel declared them. ``keras_tuner.Tuner`` hands that
-#: object straight to ``oracle.update_space``, which is how ``poolnas.search.OptunaOracle`` learns
-#: the space, input shape and classes of a plain ``Tuner(oracle=..., hypermodel=...)``.
+#: The attribute by which :class:`PoolNASHyperModel` marks the ``HyperParameters`` it declares
+#: or builds from. ``keras_tuner.Tuner`` hands those objects to ``oracle.update_space`` (when it
+#: declares the space, and again when a trial ends), which is how
+#: ``poolnas.search.OptunaOracle`` learns the hypermodel of a plain
+#: ``Tuner(oracle=..., hypermodel=...)``, also one reloaded from its project folder.
 HYPERMODEL_ATTR = "_poolnas_hypermodel"
 
 #: Fits remembered in :attr:`PoolNASHyperModel.fits` (older ones are dropped).
@@ -118,9 +119,12 @@ class PoolNASHyperModel(keras_tuner.HyperModel):
         self.learning_rate = float(learning_rate)
         self.augment = augment
         self.seed = seed
-        #: One record per ``fit`` call (most recent last): ``epochs`` (the model's epochs after
-        #: it, ``initial_epoch`` included), ``seconds`` and ``history`` (metric name → values).
+        #: One record per ``fit`` call (most recent last): ``architecture`` (the key),
+        #: ``epochs`` (the model's epochs after it, ``initial_epoch`` included), ``seconds`` and
+        #: ``history`` (metric name → values).
         self.fits: list[dict[str, Any]] = []
+        #: The model of the latest ``fit``, until the next ``build``.
+        self.last_model: keras.Model | None = None
 
     # ------------------------------------------------------------------ the KerasTuner contract
     def declare_hyperparameters(self, hp: keras_tuner.HyperParameters) -> None:
@@ -133,7 +137,14 @@ class PoolNASHyperModel(keras_tuner.HyperModel):
         import keras
 
         arch = self.space.architecture(self._choices(hp))
-        keras.backend.clear_session()
+        setattr(hp, HYPERMODEL_ATTR, self)  # KerasTuner's end_trial shows it to the oracle
+        self.last_model = None
+        try:
+            # Without a garbage collection: a tuner collects before it builds (KerasTuner does),
+            # and one costs a second when a search holds many objects.
+            keras.backend.clear_session(free_memory=False)
+        except TypeError:  # Keras before 3.6
+            keras.backend.clear_session()
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed)
         model = build_model(
@@ -164,7 +175,9 @@ class PoolNASHyperModel(keras_tuner.HyperModel):
         with release_training_graphs():
             history = model.fit(*args, **kwargs)
         epochs = history.epoch[-1] + 1 if history.epoch else int(kwargs.get("initial_epoch", 0))
+        self.last_model = model
         self.fits.append({
+            "architecture": self.architecture(hp).key,
             "epochs": int(epochs),
             "seconds": time.perf_counter() - started,
             "history": {k: [float(v) for v in values] for k, values in history.history.items()},

@@ -31,6 +31,16 @@ def existing(tmp_path_factory) -> Path:
     return where
 
 
+class _Unpickled:
+    """Unpickling one creates the file ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
 def _hostile_files(where: Path) -> None:
     """Databases and space files a user can get wrong, beside the real study `ok.db`."""
     import shutil
@@ -60,6 +70,12 @@ def _hostile_files(where: Path) -> None:
     (where / "binary.json").write_bytes(bytes(range(256)))
     # Parsed, never run: executing it would create a file.
     (where / "space.py").write_text('open("pwned", "w").write("ran")\n')
+    # Arrays that only unpickling could read; unpickled, they would create a file.
+    import numpy as np
+
+    pickled = np.empty(2, dtype=object)
+    pickled[:] = [_Unpickled(where / "pwned"), _Unpickled(where / "pwned")]
+    np.savez(where / "pickled.npz", x_train=pickled, y_train=np.array([0, 1]))
     (where / "code.toml").write_text('ops = ["__import__(\'os\').system(\'touch pwned\')"]\n')
 
 
@@ -77,6 +93,7 @@ CASES = {
     "missing space file": (["search", "--space", "{w}/nope.toml"], "neither a preset"),
     "unreadable data": (["search", "--dataset", "{w}/broken.npz"], "broken.npz"),
     "missing data": (["search", "--dataset", "{w}/missing.npz"], "missing.npz"),
+    "pickled data": (["search", "--dataset", "{w}/pickled.npz"], "allow_pickle=False"),
     "zero trials": (["search", "--trials", "0"], "must be at least 1"),
     "negative epochs": (["search", "--epochs", "-2"], "must be at least 1"),
     "bad flops budget": (["search", "--max-flops", "lots"], "FLOPs count"),

@@ -245,3 +245,29 @@ def test_cli_engine_mistakes_write_nothing(tmp_path, capsys, args, message) -> N
     err = capsys.readouterr().err
     assert err.startswith("poolnas: error: ") and message in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_reloaded_tuner_project_continues_the_study(tmp_path, digits) -> None:
+    url = f"sqlite:///{tmp_path / 'kt.db'}"
+
+    def tuner(max_trials: int) -> keras_tuner.Tuner:
+        # overwrite=False: the second tuner reloads the first one's project folder.
+        oracle = OptunaOracle(storage=url, study_name="kt", max_trials=max_trials,
+                              sampler="grid", seed=0)
+        return keras_tuner.Tuner(oracle=oracle, hypermodel=tiny_hypermodel(digits),
+                                 directory=str(tmp_path), project_name="kt")
+
+    search(tuner(2), digits)
+    again = tuner(3)
+    search(again, digits)
+    study = optuna.load_study(study_name="kt", storage=url)
+    trials = study.get_trials()
+    assert len(trials) == len(again.oracle.trials) == 3  # one more, none run twice
+    assert {t.user_attrs["architecture"] for t in trials} == {a.key for a in TINY}
+    for trial in trials:
+        assert "duplicate_of" not in trial.user_attrs
+        assert trial.user_attrs["epochs"] == 1 and "model_artifact" in trial.user_attrs
+        kt_trial = again.oracle.trials[trial.user_attrs["keras_tuner_trial"]]
+        assert kt_trial.score == pytest.approx(trial.values[0])
+    assert len(again.oracle.get_best_trials(None)) >= 1
