@@ -125,11 +125,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds x 4 trials, 1 epoch")
     parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="start at this seed (to add seeds to an earlier run)")
     parser.add_argument("--trials", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--summarise", metavar="FILE",
+                        help="print the table of the JSON lines in FILE (earlier runs' output)")
     args = parser.parse_args(argv)
+    if args.summarise:
+        with open(args.summarise, encoding="utf-8") as lines:
+            rows = [json.loads(line) for line in lines if line.startswith('{"arm"')]
+        summarise(rows, [a for a in ARMS if any(r["arm"] == a for r in rows)])
+        return
     seeds = args.seeds or (2 if args.quick else 5)
     trials = args.trials or (4 if args.quick else 20)
     epochs = args.epochs or (1 if args.quick else 2)
@@ -152,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
                       "reference_flops": reference}), flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="poolnas-hv-") as tmp:
-        for seed in range(seeds):
+        for seed in range(args.first_seed, args.first_seed + seeds):
             # Rotate the order so that no arm always runs first (or last) on a busy machine.
             order = arms[seed % len(arms):] + arms[:seed % len(arms)]
             for arm in order:
@@ -160,18 +169,32 @@ def main(argv: list[str] | None = None) -> None:
                 print(json.dumps(result), flush=True)
                 results.append(result)
 
+    summarise(results, arms)
+
+
+def summarise(results: list[dict], arms: list[str]) -> None:
+    """Medians (min–max) over seeds, per arm; and how often each arm had the best seed."""
+
     def summary(arm: str, key: str) -> str:
         values = [r[key] for r in results if r["arm"] == arm]
         return f"{statistics.median(values):.4f} ({min(values):.4f}–{max(values):.4f})"
 
-    print(f"\n{'arm':<10} {'HV recorded':>24} {'HV last epoch':>24} {'trained':>8} "
-          f"{'seconds':>8}")
+    seeds = sorted({r["seed"] for r in results})
+    wins = dict.fromkeys(arms, 0)
+    for seed in seeds:
+        mine = [r for r in results if r["seed"] == seed]
+        if len(mine) == len(arms):
+            wins[max(mine, key=lambda r: r["hypervolume"])["arm"]] += 1
+    print(f"\n{'arm':<10} {'HV recorded':>24} {'HV last epoch':>24} {'best acc.':>10} "
+          f"{'trained':>8} {'seconds':>8} {'best HV':>8}")
     for arm in arms:
         mine = [r for r in results if r["arm"] == arm]
         print(f"{arm:<10} {summary(arm, 'hypervolume'):>24} "
               f"{summary(arm, 'hypervolume_last_epoch'):>24} "
+              f"{statistics.median(r['best_accuracy'] for r in mine):>10.4f} "
               f"{statistics.median(r['trained'] for r in mine):>8.0f} "
-              f"{statistics.median(r['seconds'] for r in mine):>8.0f}")
+              f"{statistics.median(r['seconds'] for r in mine):>8.0f} "
+              f"{wins[arm]:>4}/{len(seeds)}")
 
 
 if __name__ == "__main__":

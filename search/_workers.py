@@ -5,8 +5,8 @@ id, and what tells a live process from a dead one on that host (the kernel's boo
 namespace and the process's start time). Before each trial a worker reclaims the trials of dead
 workers (:func:`reclaim_dead_trials`):
 
-- a trial whose worker ran on this machine and is no longer running (SIGKILL, a crash, a reboot
-  of this machine) is failed at once;
+- a trial whose worker ran on this machine and is no longer running (SIGKILL, a crash, out of
+  memory) is failed at once;
 - a trial whose heartbeat is older than the grace period is failed: this is how a dead worker on
   another machine is noticed (Optuna's heartbeat on database storages; on journal files, which
   have none, :class:`AttrHeartbeat` refreshes the trial's user attr ``heartbeat``);
@@ -18,8 +18,9 @@ Each failed trial is queued again (a ``WAITING`` trial with the same parameters,
 
 :class:`GracefulStop` makes Ctrl-C (SIGINT) and SIGTERM stop a search cleanly: a trial being
 trained is failed (and queued again), one being recorded is finished first; a second signal stops
-at once. :class:`WorkerPool` runs more workers of one search in child processes, each with its own
-sampler seed and an equal share of the CPU cores.
+at once. :class:`WorkerPool` runs more workers of one search in child processes, each with an
+equal share of the CPU cores (workers need no seeds of their own: each trial draws with a seed
+made of the study's seed and the trial's number).
 """
 
 from __future__ import annotations
@@ -435,7 +436,7 @@ class WorkerPool:
     """Child processes that run more workers of one search.
 
     Each child is a :class:`~poolnas.search.SearchRunner` on the same study with
-    ``worker = 1, 2, …`` (its own sampler seed) and ``threads`` TensorFlow threads. Children sit in
+    ``worker = 1, 2, …`` and ``threads`` TensorFlow threads. Children sit in
     their own process group: Ctrl-C reaches the parent, which forwards each signal once
     (:meth:`forward_signals`). A child whose parent died finishes its trial and stops.
 

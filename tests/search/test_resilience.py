@@ -232,3 +232,17 @@ def test_three_workers_on_a_database_server_reach_the_exact_total(
     trials = check_study(url, "srv", 6, artifacts)
     assert len(trials) == 6
     assert len({t.user_attrs["worker"]["pid"] for t in trials}) >= 2
+
+
+def test_timeout_bounds_this_run_and_the_rerun_goes_on(tmp_path: Path, monkeypatch) -> None:
+    from poolnas.search._cli import main
+
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 't.db'}"
+    args = search_args(storage, "t", 50, *TINY, "--timeout", "1", "--quiet")
+    assert main(args) == 0  # The first trial starts in time; none after the deadline.
+    first = read_trials(storage, "t")
+    assert 1 <= len(first) < 50 and {t["state"] for t in first} == {"COMPLETE"}
+    assert main(args) == 0  # The same command goes on where the first stopped.
+    second = read_trials(storage, "t")
+    assert len(first) < len(second) < 50 and {t["state"] for t in second} == {"COMPLETE"}
