@@ -311,8 +311,8 @@ def _train_and_score(
 
     monitor = _monitor_class()()
     tick = time.perf_counter()
-    # TensorFlow would keep each traced training step (13 MiB for a digits model) for the life
-    # of the process; released, memory stays flat over a long search.
+    # TensorFlow would keep each traced training step (about 15 MiB for a digits model) for the
+    # life of the process; released, memory stays flat over a long search.
     with release_training_graphs():
         history = model.fit(
             data.train_dataset(budget.batch_size, seed=seed),

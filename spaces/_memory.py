@@ -6,8 +6,8 @@ use, and that wraps them in ``tf.custom_gradient``. In graph mode the decorator 
 gradient function in TensorFlow's global gradient registry under a fresh name
 (``CustomGradient-N``) and never removes it, and that function holds every tensor of the traced
 step. So each trained model keeps its whole training graph alive for the life of the process
-(about 13 MiB for a digits model of the default space): the memory that grows over a long search
-(keras-team/keras-tuner#873, #1031). ``keras.backend.clear_session()`` does not free it.
+(about 15 MiB for a digits model of the default space): the memory that grows over a long
+search (keras-team/keras-tuner#873, #1031). ``keras.backend.clear_session()`` does not free it.
 
 :func:`release_training_graphs` removes the registrations made while its block ran, once the block
 ends. A traced step keeps working: its gradients were computed when it was traced and are part
