@@ -16,7 +16,7 @@ is the best epoch's, ``poolnas search``'s the last epoch's), and ``last epoch``,
 validation accuracy for every arm (the hypermodel logs it), which compares like with like.
 
     python benchmarks/keras_tuner_hypervolume.py             # 5 seeds x 20 trials, 2 epochs
-    python benchmarks/keras_tuner_hypervolume.py --quick     # 2 seeds x 4 trials, 1 epoch
+    python benchmarks/keras_tuner_hypervolume.py --quick     # 2 seeds x 4 trials, small space
 
 Prints one JSON line per (seed, arm) and a table of medians (min–max over seeds).
 """
@@ -36,9 +36,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ARMS = ("kt-random", "kt-oracle", "poolnas")
 
 
-def logging_hypermodel(data, budget, seed: int):
+def bench_space(*, quick: bool):
+    """The default space; ``quick``: 2 points x 2 ops x 2 skips (16 architectures, cheap set-up)."""
+    from poolnas.spaces import SearchSpace
+
+    if quick:
+        return SearchSpace(points=2, ops=("max", "conv"), skips=("none", "projection"),
+                           widths=(8, 16, 32))
+    return SearchSpace()
+
+
+def logging_hypermodel(space, data, budget, seed: int):
     """A PoolNASHyperModel that also logs each trained architecture's last-epoch accuracy."""
-    from poolnas.spaces import PoolNASHyperModel, SearchSpace
+    from poolnas.spaces import PoolNASHyperModel
 
     class Logged(PoolNASHyperModel):
         def fit(self, hp, model, *args, **kwargs):
@@ -46,7 +56,7 @@ def logging_hypermodel(data, budget, seed: int):
             self.last_epoch[self.architecture(hp).key] = float(history.history["val_accuracy"][-1])
             return history
 
-    model = Logged(SearchSpace(), data.input_shape, data.num_classes,
+    model = Logged(space, data.input_shape, data.num_classes,
                    input_scale=data.input_scale, input_offset=data.input_offset,
                    optimizer=budget.make_optimizer, seed=seed)
     model.last_epoch = {}
@@ -61,7 +71,7 @@ def front_volume(points, reference: int) -> tuple[float, int]:
 
 
 def run_arm(arm: str, seed: int, data, budget, trials: int, reference: int, costs,
-            tmp: str) -> dict:
+            tmp: str, space) -> dict:
     import keras_tuner
     import optuna
 
@@ -75,7 +85,7 @@ def run_arm(arm: str, seed: int, data, budget, trials: int, reference: int, cost
                      "epochs": budget.epochs, "shuffle": False, "verbose": 0}
     if arm == "poolnas":
         config = SearchConfig(study=f"cli-{seed}", storage=storage, trials=trials, seed=seed,
-                              budget=budget)
+                              budget=budget, space=space)
         runner = SearchRunner(config, data=data)
         runner.run()
         done = runner.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
@@ -83,7 +93,7 @@ def run_arm(arm: str, seed: int, data, budget, trials: int, reference: int, cost
         last = recorded
         trained = sum("duplicate_of" not in t.user_attrs for t in done)
     else:
-        hypermodel = logging_hypermodel(data, budget, seed)
+        hypermodel = logging_hypermodel(space, data, budget, seed)
         if arm == "kt-random":
             tuner = keras_tuner.RandomSearch(hypermodel, objective="val_accuracy",
                                              max_trials=trials, seed=seed + 1, directory=tmp,
@@ -123,7 +133,8 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 seeds x 4 trials, 1 epoch")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 seeds x 4 trials, 1 epoch, a 16-architecture space")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--first-seed", type=int, default=0,
                         help="start at this seed (to add seeds to an earlier run)")
@@ -147,14 +158,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from poolnas.evaluators import Budget, load_dataset
     from poolnas.search._study import CostModel
-    from poolnas.spaces import SearchSpace
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_dataset("digits")
     budget = Budget(epochs=epochs, batch_size=args.batch_size)
     costs = CostModel(data.input_shape, data.num_classes, input_scale=data.input_scale,
                       input_offset=data.input_offset)
-    reference = costs.largest(SearchSpace())
+    space = bench_space(quick=args.quick)
+    reference = costs.largest(space)
     arms = args.arms.split(",")
     print(json.dumps({"machine": machine(), "seeds": seeds, "trials": trials,
                       "budget": {"epochs": epochs, "batch_size": args.batch_size},
@@ -165,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
             # Rotate the order so that no arm always runs first (or last) on a busy machine.
             order = arms[seed % len(arms):] + arms[:seed % len(arms)]
             for arm in order:
-                result = run_arm(arm, seed, data, budget, trials, reference, costs, tmp)
+                result = run_arm(arm, seed, data, budget, trials, reference, costs, tmp, space)
                 print(json.dumps(result), flush=True)
                 results.append(result)
 

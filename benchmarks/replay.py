@@ -11,6 +11,9 @@ Strategies:
   :func:`poolnas.search.make_sampler` on an in-memory Optuna study, with poolnas' dedup: a
   duplicate proposal gets the stored values and costs no training (the x axis counts unique
   trainings; duplicates are still shown to the sampler as trials, as in ``poolnas search``).
+- ``surrogate``: :class:`poolnas.search._enumerative.ParetoSurrogateSampler` (an additive
+  Bayesian surrogate of accuracy and the exact expected hypervolume improvement, with the
+  table's exact FLOPs as the known cost), on the same kind of study and dedup.
 - ``kt-random``, ``kt-bayes``: KerasTuner's ``RandomSearchOracle`` and
   ``BayesianOptimizationOracle`` driven directly, one ``Choice`` per space parameter, with
   KerasTuner's own two-objective form (``[Objective("accuracy", "max"),
@@ -43,11 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import poolbench  # noqa: E402  (the table's space and file format)
 
-STRATEGIES = ("tpe", "nsga2", "random", "grid", "kt-random", "kt-bayes")
+STRATEGIES = ("tpe", "nsga2", "random", "grid", "surrogate", "kt-random", "kt-bayes")
 #: Trainings each strategy may spend per run, at most (Optuna's are also capped by the space
 #: size, since poolnas never trains an architecture twice).
-CAPS = {"tpe": 300, "nsga2": 400, "random": 600, "grid": 729, "kt-random": 600,
-        "kt-bayes": 100}
+CAPS = {"tpe": 300, "nsga2": 400, "random": 600, "grid": 729, "surrogate": 729,
+        "kt-random": 600, "kt-bayes": 100}
 #: Runs per strategy when it is slower than the rest: KerasTuner's Bayesian oracle fits a
 #: Gaussian process and restarts L-BFGS 50 times per proposal (about 1.4 s of CPU each here).
 RUNS = {"kt-bayes": 5}
@@ -133,7 +136,7 @@ def run_optuna(name: str, table: Table, seed: int, cap: int) -> Curve:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     curve = Curve(table, cap)
     study = optuna.create_study(directions=["maximize", "minimize"],
-                                sampler=_sampler(name, table.space, seed))
+                                sampler=_sampler(name, table.space, seed, table))
 
     def objective(trial):
         key = table.space.suggest(trial).key
@@ -147,14 +150,30 @@ def run_optuna(name: str, table: Table, seed: int, cap: int) -> Curve:
     return curve
 
 
-def _sampler(name: str, space, seed: int):
+def _sampler(name: str, space, seed: int, table: Table | None = None):
     """poolnas' sampler for ``name``; ``tpe:n_startup_trials=5`` or ``nsga2:population_size=10``
-    tries other settings of the same sampler (the tuning evidence in docs/benchmarks.md)."""
+    tries other settings of the same sampler (the tuning evidence in docs/benchmarks.md).
+
+    ``surrogate`` is :class:`poolnas.search._enumerative.ParetoSurrogateSampler` with the
+    table's exact FLOPs; ``surrogate:acquisition=thompson;pairwise=1;n_startup_trials=5;
+    cheapest_first=0`` tries its settings."""
     import optuna
+
+    base, _, options = name.partition(":")
+    if base == "surrogate":
+        from poolnas.search._enumerative import ParetoSurrogateSampler
+
+        settings: dict[str, Any] = {}
+        for pair in filter(None, options.split(";")):
+            key, value = pair.split("=")
+            settings[key] = (value if key == "acquisition" else None if value == "none" else
+                             float(value) if "." in value else int(value))
+        flops = {key: f for key, (_, f) in table.values.items()}
+        return ParetoSurrogateSampler(space, lambda params: flops[space.architecture(params).key],
+                                      seed=seed, **settings)
 
     from poolnas.search import make_sampler
 
-    base, _, options = name.partition(":")
     if not options:
         return make_sampler(name, space, seed)
     kwargs = {k: int(v) for k, v in (pair.split("=") for pair in options.split(";"))}

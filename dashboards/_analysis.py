@@ -28,6 +28,7 @@ from poolnas.spaces import OPS, SKIPS, Architecture, PoolnasError
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
+
     from poolnas.spaces import SearchSpace
 
 #: The two choices the answer table is about, in the order it shows them.

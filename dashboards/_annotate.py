@@ -23,6 +23,7 @@ from poolnas.dashboards._diagram import architecture_png
 if TYPE_CHECKING:
     import optuna
     from optuna.artifacts._protocol import ArtifactStore
+
     from poolnas.evaluators import PointCost
     from poolnas.spaces import Architecture
 
@@ -74,7 +75,7 @@ def trial_note(arch: Architecture, costs: Sequence[PointCost] | None = None, *,
 def annotate_trial(trial: optuna.Trial, arch: Architecture, *,
                    input_shape: Sequence[int], num_classes: int,
                    artifact_store: ArtifactStore | None = None,
-                   remark: str | None = None) -> bool:
+                   remark: str | None = None, model: Any = None) -> bool:
     """Give a running trial its dashboard note and, with a store, its architecture picture.
 
     The note holds :meth:`~poolnas.spaces.Architecture.describe` and a table of the points with
@@ -89,6 +90,8 @@ def annotate_trial(trial: optuna.Trial, arch: Architecture, *,
         num_classes: Classes of the study's data.
         artifact_store: Where the picture goes; None: note only.
         remark: An extra line for the note.
+        model: ``arch``'s Keras model if the caller has one (trained or not): its layers give
+            the FLOPs per point, so nothing is rebuilt.
 
     Returns:
         Whether everything was stored. Failures are logged as warnings, never raised.
@@ -98,7 +101,7 @@ def annotate_trial(trial: optuna.Trial, arch: Architecture, *,
     try:
         from poolnas.evaluators import point_costs
 
-        costs = point_costs(arch, tuple(input_shape), num_classes, compare=False)
+        costs = point_costs(arch, tuple(input_shape), num_classes, compare=False, model=model)
     except Exception as error:  # the note is still worth having without FLOPs
         ok = _warn(f"trial {trial.number}: cannot count FLOPs per point", error)
     try:

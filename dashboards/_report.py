@@ -39,6 +39,7 @@ from poolnas.spaces import Architecture, PoolnasError
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
+
     from poolnas.search._snapshots import Snapshot
     from poolnas.search._storage import StorageHandle
 

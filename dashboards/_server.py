@@ -86,6 +86,7 @@ def serve(storage: str, *, host: str = "127.0.0.1", port: int = 8080,
         PoolnasError: The storage cannot be opened, or the address cannot be bound.
     """
     import optuna_dashboard
+
     from poolnas.search._storage import open_storage
 
     handle = open_storage(storage, create=False, artifacts=artifacts)

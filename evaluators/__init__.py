@@ -12,6 +12,7 @@ from poolnas.evaluators._training import (
     Evaluation,
     TrialDiverged,
     evaluate_architecture,
+    fresh_model,
     retrain_and_test,
     train_model,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "TrialDiverged",
     "count_cost",
     "evaluate_architecture",
+    "fresh_model",
     "layer_costs",
     "load_dataset",
     "point_costs",

@@ -8,10 +8,13 @@ it), ``global_avg_pool`` and ``classifier`` are the head.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from poolnas.evaluators._flops import Cost, layer_costs
 from poolnas.spaces import OPS, Architecture, PoolnasError, build_model
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass(frozen=True)
@@ -50,27 +53,35 @@ def _part_of(layer_name: str) -> str:
     return "head"
 
 
-def _grouped(arch: Architecture, input_shape, num_classes: int) -> dict[str, Cost]:
-    import keras
-
-    model = build_model(arch, input_shape, num_classes)
+def _grouped_layers(model: keras.Model) -> dict[str, Cost]:
     groups: dict[str, Cost] = {}
     for entry in layer_costs(model):
         part = _part_of(entry.name)
         groups[part] = groups.get(part, Cost()) + entry.cost
+    return groups
+
+
+def _grouped(arch: Architecture, input_shape, num_classes: int) -> dict[str, Cost]:
+    import keras
+
+    model = build_model(arch, input_shape, num_classes)
+    groups = _grouped_layers(model)
     del model
     keras.backend.clear_session()
     return groups
 
 
 def point_costs(arch: Architecture, input_shape, num_classes: int, *,
-                compare: bool = True) -> list[PointCost]:
+                compare: bool = True, model: keras.Model | None = None) -> list[PointCost]:
     """Cost of the stem stage, of every point (op + shortcut + stage) and of the head.
 
     With ``compare``, each point also lists the FLOPs it would have with every other op (the
     rest of the network unchanged; ops that the point's widths rule out are left out).
+    ``model``, if given, is ``arch``'s model already built for this input (a trained one is
+    fine): it is read, not rebuilt; without ``compare`` nothing is built then.
     """
-    groups = _grouped(arch, input_shape, num_classes)
+    groups = (_grouped_layers(model) if model is not None
+              else _grouped(arch, input_shape, num_classes))
     parts = [PointCost("stem", f"{arch.stem} stem and stage 0", groups.get("stem", Cost()))]
     for index, point in enumerate(arch.points, start=1):
         part = f"point {index}"

@@ -11,9 +11,13 @@ over a long search) and ``keras.utils.set_random_seed(seed)``: on one machine, t
 the same accuracy, without TensorFlow's op determinism (measured on CPU: bit-identical weights
 across runs and processes). A loss that turns NaN or infinite raises :class:`TrialDiverged`.
 
-TensorFlow itself still keeps each trained model's traced training step (a known leak,
-tensorflow/tensorflow#61791): about 4 MiB per small digits trial, with or without
-``clear_session``. Searches of thousands of trials should recycle their worker processes.
+TensorFlow would keep each trained model's traced training step for the life of the process
+(:func:`poolnas.spaces.release_training_graphs` explains why); training runs inside that context
+manager, so memory stays flat over a long search (measured in ``docs/benchmarks.md``).
+
+Validation and test scores are computed by calling the model eagerly on large batches, not with
+``model.evaluate``: that would trace a test step for every model (0.3–0.6 s on digits, more than
+the evaluation itself), and a trial scores its model once.
 """
 
 from __future__ import annotations
@@ -173,7 +177,8 @@ def train_model(
 
 
 def evaluate_architecture(
-    arch: Architecture, data: Dataset, budget: Budget, *, seed: int
+    arch: Architecture, data: Dataset, budget: Budget, *, seed: int,
+    model: keras.Model | None = None,
 ) -> Evaluation:
     """Build, cost, train and validate ``arch``: one search trial.
 
@@ -186,6 +191,9 @@ def evaluate_architecture(
         data: The data set (its input scale and offset go into the model).
         budget: How much training each repeat gets.
         seed: Seed of the first repeat.
+        model: The first repeat's model, already built by :func:`fresh_model` with ``seed``
+            (a search builds it to count its cost before deciding to train it); None: built
+            here.
 
     Returns:
         The :class:`Evaluation`.
@@ -198,10 +206,13 @@ def evaluate_architecture(
     seconds = dict.fromkeys(("build", "cost", "compile", "trace", "train", "evaluate"), 0.0)
     accuracies = []
     cost = None
-    model = None
+    prebuilt = model
     for repeat in range(budget.repeats):
         tick = time.perf_counter()
-        model = _fresh_model(arch, data, budget, seed=seed + repeat)
+        if repeat == 0 and prebuilt is not None:
+            model = prebuilt
+        else:
+            model = fresh_model(arch, data, budget, seed=seed + repeat)
         seconds["build"] += time.perf_counter() - tick
         if cost is None:
             tick = time.perf_counter()
@@ -240,13 +251,17 @@ def retrain_and_test(
     Raises:
         TrialDiverged: The loss became NaN or infinite.
     """
-    model = _fresh_model(arch, data, budget, seed=seed)
+    model = fresh_model(arch, data, budget, seed=seed)
     accuracy, _ = _train_and_score(model, data.train_plus_val(), budget, seed=seed, split="test")
     return accuracy, model
 
 
-# ---------------------------------------------------------------------------------------- internals
-def _fresh_model(arch: Architecture, data: Dataset, budget: Budget, *, seed: int) -> keras.Model:
+def fresh_model(arch: Architecture, data: Dataset, budget: Budget, *, seed: int) -> keras.Model:
+    """``arch``'s untrained model for ``data``, in a cleared Keras session, weights seeded by ``seed``.
+
+    This is how every trained model starts; a caller that needs the model before training (to
+    count its cost) builds it here and hands it to :func:`evaluate_architecture`.
+    """
     import keras
 
     keras.backend.clear_session()
@@ -261,6 +276,7 @@ def _fresh_model(arch: Architecture, data: Dataset, budget: Budget, *, seed: int
     )
 
 
+# ---------------------------------------------------------------------------------------- internals
 @functools.cache
 def _monitor_class() -> type:
     """A callback that times epochs and stops training when an epoch's mean loss is not finite.
@@ -288,6 +304,37 @@ def _monitor_class() -> type:
                 self.model.stop_training = True
 
     return Monitor
+
+
+#: Examples per eager inference call when scoring (inference keeps no activations for a backward
+#: pass, so this is safe wherever a training batch of the same size fits).
+_SCORE_BATCH = 256
+#: Keras clips probabilities to [ε, 1 − ε] before the log in its cross-entropy.
+_EPSILON = 1e-7
+
+
+def _score(model: keras.Model, batches) -> dict[str, float]:
+    """Accuracy and mean sparse categorical cross-entropy of ``model`` on ``batches``.
+
+    The model is called eagerly, batch by batch: no test step is traced. Equal to
+    ``model.evaluate`` up to float rounding of the loss (the tests check both).
+    """
+    import numpy as np
+
+    correct = 0
+    total = 0
+    loss = 0.0
+    for images, labels in batches:
+        probs = np.asarray(model(images, training=False), dtype=np.float64)
+        labels = np.asarray(labels).reshape(-1).astype(np.int64)
+        probs = probs / probs.sum(axis=-1, keepdims=True)
+        picked = np.clip(probs[np.arange(len(labels)), labels], _EPSILON, 1.0 - _EPSILON)
+        loss -= float(np.log(picked).sum())
+        correct += int((probs.argmax(axis=-1) == labels).sum())
+        total += len(labels)
+    if total == 0:
+        raise PoolnasError("nothing to score: the split has no examples")
+    return {"accuracy": correct / total, "loss": loss / total}
 
 
 def _train_and_score(
@@ -332,7 +379,7 @@ def _train_and_score(
 
     tick = time.perf_counter()
     batches = data.val_dataset if split == "val" else data.test_dataset
-    scores = model.evaluate(batches(budget.batch_size), verbose=0, return_dict=True)
+    scores = _score(model, batches(max(budget.batch_size, _SCORE_BATCH)))
     evaluate_seconds = time.perf_counter() - tick
     if not math.isfinite(scores["loss"]):
         raise TrialDiverged(

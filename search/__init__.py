@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from poolnas.search._enumerative import ParetoSurrogateSampler, additive_flops
 from poolnas.search._export import export_trials, select_trials
 from poolnas.search._locks import StudyLock
 from poolnas.search._pareto import hypervolume, is_feasible, pareto_front
@@ -43,6 +44,7 @@ __all__ = [
     "JournalSnapshotStore",
     "KerasTunerRunner",
     "OptunaOracle",
+    "ParetoSurrogateSampler",
     "RetryKilledTrial",
     "SAMPLERS",
     "SCHEMA_VERSION",
@@ -50,6 +52,7 @@ __all__ = [
     "SearchRunner",
     "TUNERS",
     "WorkerIdentity",
+    "additive_flops",
     "WorkerPool",
     "Snapshot",
     "SnapshotStore",

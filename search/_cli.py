@@ -128,8 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="complete trials the study ends with, in total (default: 20)")
     search.add_argument("--timeout", type=_positive_float, default=None,
                         help="seconds this run may take (default: no limit)")
-    search.add_argument("--sampler", choices=SAMPLERS, default="tpe",
-                        help="Optuna sampler (default: tpe)")
+    search.add_argument("--sampler", choices=SAMPLERS, default="auto",
+                        help="what proposes the candidates: auto (default: surrogate, or tpe "
+                        "for a space of over 50,000 architectures), surrogate (a Bayesian "
+                        "model of accuracy over every architecture, exact FLOPs), or Optuna's "
+                        "tpe, nsga2, random, grid")
     search.add_argument("--engine", choices=("optuna", "keras-tuner"), default="optuna",
                         help="what proposes the candidates: optuna (--sampler, default) or "
                         "keras-tuner (--tuner); both record into the same storage")
@@ -319,7 +322,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         proposer = f"KerasTuner {runner.tuner_name} tuner"
     else:
         runner = SearchRunner(config, report=report)
-        proposer = f"sampler {config.sampler}"
+        proposer = f"sampler {type(runner.study.sampler).__name__} (--sampler {config.sampler})"
     if not args.quiet:
         data = runner.data
         done = runner.complete_trials()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -22,6 +23,21 @@ from poolnas.search._workers import FAIL_REASON_ATTR, WORKER_ATTR, WorkerIdentit
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
+
+    from poolnas.evaluators import Cost
+    from poolnas.spaces import Architecture
+
+
+@dataclass
+class RunningCandidate:
+    """A KerasTuner trial's Optuna trial while it runs."""
+
+    live: LiveTrial
+    arch: Architecture
+    cost: Cost
+    started: float
+    #: The values when the candidate needs no training (a duplicate, or over the FLOPs budget).
+    values: tuple[float, float] | None = None
 
 
 class FixedSampler(optuna.samplers.BaseSampler):

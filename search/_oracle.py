@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import keras_tuner
 import optuna
 from keras_tuner.engine.trial import Trial, TrialStatus
 
-from poolnas.search._live_trials import LiveTrial, last_line
+from poolnas.search._live_trials import LiveTrial, RunningCandidate, last_line
 from poolnas.search._pareto import pareto_front
 from poolnas.search._storage import StorageHandle, open_storage
 from poolnas.search._study import (
@@ -50,13 +49,12 @@ from poolnas.search._study import (
     save_model_artifact,
     snapshot_front,
 )
-from poolnas.spaces import PoolNASHyperModel, PoolnasError, SearchSpace
+from poolnas.spaces import PoolnasError, PoolNASHyperModel, SearchSpace
 
 # How the hypermodel marks the hyperparameters it declares (a contract of the two modules).
 from poolnas.spaces._hypermodel import HYPERMODEL_ATTR
 
 if TYPE_CHECKING:
-    from poolnas.evaluators import Cost
     from poolnas.spaces import Architecture
 
 #: The ``engine`` of the settings of a study that an OptunaOracle created.
@@ -66,18 +64,6 @@ _SHARED_SETTINGS = ("space", "input_shape", "num_classes", "input_scale", "input
                     "max_flops")
 #: KerasTuner's file of a trained trial's weights (``Tuner._get_checkpoint_fname``, Keras 3).
 _CHECKPOINT = "checkpoint.weights.h5"
-
-
-@dataclass
-class _Running:
-    """A KerasTuner trial's Optuna trial while it runs."""
-
-    live: LiveTrial
-    arch: Architecture
-    cost: Cost
-    started: float
-    #: The values when the candidate needs no training (a duplicate, or over the FLOPs budget).
-    values: tuple[float, float] | None = None
 
 
 class OptunaOracle(keras_tuner.Oracle):
@@ -98,7 +84,9 @@ class OptunaOracle(keras_tuner.Oracle):
             journal file (``.log``), as ``poolnas search --storage``.
         study_name: The study; an existing poolnas study of the same space is continued.
         max_trials: Trials this tuner runs (KerasTuner's meaning).
-        sampler: An Optuna sampler, or ``tpe`` (default), ``nsga2``, ``random``, ``grid``.
+        sampler: An Optuna sampler, or ``tpe`` (default), ``surrogate`` (poolnas'
+            :class:`~poolnas.search.ParetoSurrogateSampler`), ``auto``, ``nsga2``, ``random``,
+            ``grid``.
         seed: Seeds a named sampler (and KerasTuner's oracle).
         max_flops: Candidates over this many FLOPs are recorded as infeasible, untrained.
         objective: The tuner's metric of validation accuracy (maximized).
@@ -173,7 +161,7 @@ class OptunaOracle(keras_tuner.Oracle):
         self._space: SearchSpace | None = None
         self._costs: CostModel | None = None
         self._settings: dict[str, Any] = {}
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, RunningCandidate] = {}
         #: KerasTuner trial id → Optuna trial number, and the ids of the trials trained here.
         self._numbers: dict[str, int] = {}
         self._trained: set[str] = set()
@@ -243,7 +231,9 @@ class OptunaOracle(keras_tuner.Oracle):
                                 input_offset=float(settings["input_offset"]))
         sampler = self._sampler
         if not isinstance(sampler, optuna.samplers.BaseSampler):
-            sampler = make_sampler(sampler or "tpe", self._space, self._sampler_seed)
+            sampler = make_sampler(sampler or "tpe", self._space, self._sampler_seed,
+                                   flops_of=self._costs.flops_of(self._space),
+                                   max_flops=settings.get("max_flops"))
         study.sampler = sampler
         return study
 
@@ -344,14 +334,14 @@ class OptunaOracle(keras_tuner.Oracle):
         assert self._space is not None
         return self._space
 
-    def _start(self, trial_id: str, live: LiveTrial) -> _Running:
+    def _start(self, trial_id: str, live: LiveTrial) -> RunningCandidate:
         """Draw (or take) the architecture of a new Optuna trial and decide if it needs training."""
         try:
             arch = self._space_of().suggest(live.trial)
             cost = self._costs(arch)
             record_candidate(live.trial, arch, cost, epochs=None)
             live.trial.set_user_attr("keras_tuner_trial", trial_id)
-            running = _Running(live=live, arch=arch, cost=cost, started=time.perf_counter())
+            running = RunningCandidate(live=live, arch=arch, cost=cost, started=time.perf_counter())
             original = reuse_evaluated(live.trial, self.study, arch.key)
             if original is not None:
                 if "epochs" in original.user_attrs:
@@ -391,7 +381,7 @@ class OptunaOracle(keras_tuner.Oracle):
                        reference_flops=int(self._settings["reference_flops"]))
 
     def _record_trained(self, trial: Trial,
-                        running: _Running) -> tuple[float, float]:
+                        running: RunningCandidate) -> tuple[float, float]:
         """Store what KerasTuner trained: the model (its best checkpoint), epochs, times."""
         accuracy = float(trial.score)
         fits = list(self._hypermodel.fits) if self._hypermodel is not None else []

@@ -24,12 +24,13 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from poolnas.search._pareto import hypervolume, pareto_front
+from poolnas.search._enumerative import MAX_CANDIDATES, ParetoSurrogateSampler
 from poolnas.search._locks import StudyLock
+from poolnas.search._pareto import hypervolume, pareto_front
 from poolnas.search._storage import StorageHandle, load_study, needs_artifact_dir, open_storage
 from poolnas.search._workers import (
     POLL_SECONDS,
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from poolnas.evaluators import Budget, Dataset
 
 DEFAULT_STORAGE = "sqlite:///poolnas.db"
-SAMPLERS = ("tpe", "nsga2", "random", "grid")
+SAMPLERS = ("auto", "surrogate", "tpe", "nsga2", "random", "grid")
 METRIC_NAMES = ("accuracy", "flops")
 STUDY_ATTR = "poolnas"
 #: Trials that fail one after another before the search gives up (a broken set-up, not bad luck).
@@ -65,7 +66,8 @@ class SearchConfig:
             file path ending in ``.log``.
         trials: The study ends with this many complete trials in total.
         timeout: Seconds this run may take (None: no limit).
-        sampler: ``tpe`` (default), ``nsga2``, ``random`` or ``grid``.
+        sampler: ``auto`` (default: ``surrogate`` for spaces it can enumerate, else ``tpe``),
+            ``surrogate``, ``tpe``, ``nsga2``, ``random`` or ``grid``.
         space: The search space.
         dataset: Data set spec (``digits``, a Keras data set name, an ``.npz``, a folder).
         data_options: Keyword options of :func:`poolnas.evaluators.load_dataset`.
@@ -85,7 +87,7 @@ class SearchConfig:
     storage: str = DEFAULT_STORAGE
     trials: int = 20
     timeout: float | None = None
-    sampler: str = "tpe"
+    sampler: str = "auto"
     space: SearchSpace = field(default_factory=SearchSpace)
     dataset: str = "digits"
     data_options: dict[str, Any] = field(default_factory=dict)
@@ -102,7 +104,9 @@ class SearchConfig:
         if self.trials < 1:
             raise PoolnasError(f"--trials must be at least 1, got {self.trials}")
         if self.timeout is not None and not self.timeout > 0:
-            raise PoolnasError(f"--timeout must be a positive number of seconds, got {self.timeout}")
+            raise PoolnasError(
+                f"--timeout must be a positive number of seconds, got {self.timeout}"
+            )
         if self.sampler not in SAMPLERS:
             raise PoolnasError(
                 f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}"
@@ -142,14 +146,32 @@ class TrialReport:
     total: int = 0
 
 
-def make_sampler(name: str, space: SearchSpace, seed: int | None) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, space: SearchSpace, seed: int | None, *,
+                 flops_of: Callable[[Mapping[str, Any]], float] | None = None,
+                 max_flops: int | None = None) -> optuna.samplers.BaseSampler:
     """The Optuna sampler for ``--sampler``.
 
+    ``surrogate`` is :class:`~poolnas.search.ParetoSurrogateSampler` (it needs ``flops_of``,
+    FLOPs from a candidate's parameters); ``auto`` is ``surrogate`` for a space of at most
+    :data:`~poolnas.search._enumerative.MAX_CANDIDATES` architectures and ``tpe`` above that.
+    Why ``surrogate`` is the default: ``docs/benchmarks.md``, "Sample efficiency".
+
     Raises:
-        PoolnasError: Unknown name.
+        PoolnasError: Unknown name, or ``surrogate`` on a space too large to enumerate.
     """
     import optuna
 
+    if name == "auto":
+        name = "surrogate" if space.size <= MAX_CANDIDATES else "tpe"
+    if name == "surrogate":
+        if space.size > MAX_CANDIDATES:
+            raise PoolnasError(
+                f"--sampler surrogate scores every architecture, and this space has "
+                f"{space.size:,} (at most {MAX_CANDIDATES:,}); use --sampler tpe"
+            )
+        if flops_of is None:
+            raise PoolnasError("the surrogate sampler needs the FLOPs of the candidates")
+        return ParetoSurrogateSampler(space, flops_of, seed=seed, max_flops=max_flops)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if name == "nsga2":
@@ -173,6 +195,17 @@ class CostModel:
         self._scale = (input_scale, input_offset)
         self._cache: dict[str, Any] = {}
 
+    def known(self, arch: Architecture):
+        """The cost of ``arch`` if it was counted before, else None (nothing is built)."""
+        return self._cache.get(arch.key)
+
+    def of_model(self, arch: Architecture, model: Any):
+        """Count (and remember) the cost of ``arch`` from its model, built for this input."""
+        from poolnas.evaluators import count_cost
+
+        self._cache[arch.key] = count_cost(model)
+        return self._cache[arch.key]
+
     def __call__(self, arch: Architecture):
         if arch.key not in self._cache:
             import keras
@@ -187,15 +220,34 @@ class CostModel:
             keras.backend.clear_session()
         return self._cache[arch.key]
 
+    def flops_of(self, space: SearchSpace) -> Callable[[Mapping[str, Any]], float]:
+        """FLOPs of ``space``'s candidates by their parameters, for the surrogate sampler.
+
+        Counted lazily, on the first call: additively from one model per parameter value when
+        that is exact (checked on a few random architectures), otherwise one model each.
+        """
+        from poolnas.search._enumerative import additive_flops
+
+        counted: list[Callable[[Mapping[str, Any]], float]] = []
+
+        def flops(params: Mapping[str, Any]) -> float:
+            if not counted:
+                counted.append(additive_flops(space, lambda arch: self(arch).flops, verify=4))
+            return counted[0](params)
+
+        return flops
+
     def largest(self, space: SearchSpace) -> int:
         """The largest FLOPs of ``space``, by coordinate ascent over its parameters.
 
-        Exact when the points' costs are independent (fixed widths, as in the presets); a lower
-        bound otherwise. It fixes the hypervolume's reference point for the whole study.
+        Exact when the points' costs are independent (only ops, skips and merges are searched,
+        with fixed widths, as in the default space: then one pass suffices); a lower bound
+        otherwise. It fixes the hypervolume's reference point for the whole study.
         """
         params = {name: values[0] for name, values in space.parameters().items()}
         best = self(space.architecture(params)).flops
-        for _ in range(2):
+        independent = all(name.endswith(("_op", "_skip", "_merge")) for name in params)
+        for _ in range(1 if independent else 2):
             improved = False
             for name, values in space.parameters().items():
                 for value in values:
@@ -386,10 +438,14 @@ class SearchRunner:
         self.costs = CostModel(self.data.input_shape, self.data.num_classes,
                                input_scale=self.data.input_scale,
                                input_offset=self.data.input_offset)
+        self._flops_of = self.costs.flops_of(config.space)
         self.handle: StorageHandle = open_storage(config.storage, create=True,
                                                   artifacts=config.artifacts,
                                                   heartbeat_interval=config.heartbeat)
         self.study = self._create_or_resume()
+        if isinstance(self.study.sampler, ParetoSurrogateSampler):
+            # Its candidates' FLOPs are counted now, with the reference's models, not in trial 1.
+            self._flops_of(self.config.space.params_of(next(iter(self.config.space))))
         settings = self.study.user_attrs[STUDY_ATTR]
         self.reference_flops = int(settings["reference_flops"])
         self._failures = 0
@@ -410,7 +466,7 @@ class SearchRunner:
         if self.engine is not None:
             wanted["engine"] = self.engine
         existing = {s.study_name for s in self.handle.optuna_storage.get_all_studies()}
-        sampler = make_sampler(config.sampler, config.space, config.seed)
+        sampler = self._sampler(config.seed)
         if config.study in existing:
             study = optuna.load_study(study_name=config.study,
                                       storage=self.handle.optuna_storage, sampler=sampler)
@@ -445,11 +501,20 @@ class SearchRunner:
 
     # ------------------------------------------------------------------ objective
     def objective(self, trial: optuna.Trial) -> tuple[float, float]:
-        from poolnas.evaluators import evaluate_architecture
+        from poolnas.evaluators import evaluate_architecture, fresh_model
 
         started = time.perf_counter()
         arch = self.config.space.suggest(trial)
-        cost = self.costs(arch)
+        seed = trial_seed(self.config.seed, trial.number)
+        # One build per trained trial: the model that gives the cost is the one trained.
+        model = None
+        build_seconds = 0.0
+        cost = self.costs.known(arch)
+        if cost is None:
+            tick = time.perf_counter()
+            model = fresh_model(arch, self.data, self.config.budget, seed=seed)
+            build_seconds = time.perf_counter() - tick
+            cost = self.costs.of_model(arch, model)
         record_candidate(trial, arch, cost, epochs=self.config.budget.epochs)
 
         original = reuse_evaluated(trial, self.study, arch.key)
@@ -465,14 +530,16 @@ class SearchRunner:
                            f"budget of {budget:,}.")
             return 0.0, float(cost.flops)
 
-        evaluation = evaluate_architecture(arch, self.data, self.config.budget,
-                                           seed=trial_seed(self.config.seed, trial.number))
+        evaluation = evaluate_architecture(arch, self.data, self.config.budget, seed=seed,
+                                           model=model)
+        del model
         stored_at = time.perf_counter()
         artifact_id = self._save_model(trial, evaluation.model, arch)
         seconds = dict(evaluation.seconds)
+        seconds["build"] += build_seconds
         seconds["storage"] = time.perf_counter() - stored_at
         annotated_at = time.perf_counter()
-        self._annotate(trial, arch)
+        self._annotate(trial, arch, model=evaluation.model)
         seconds["annotate"] = time.perf_counter() - annotated_at
         seconds["total"] = time.perf_counter() - started
         record_evaluation(trial, artifact_id=artifact_id, accuracies=evaluation.accuracies,
@@ -488,14 +555,15 @@ class SearchRunner:
         return save_model_artifact(self.handle, trial, model)
 
     def _annotate(self, trial: optuna.Trial, arch: Architecture, *, remark: str | None = None,
-                  picture: bool = True) -> None:
+                  picture: bool = True, model: Any = None) -> None:
         """The trial's dashboard note and architecture picture; never fails the trial."""
         from poolnas.dashboards import annotate_trial
 
         store = (self.handle.artifact_store()
                  if picture and self.handle.artifact_dir is not None else None)
         annotate_trial(trial, arch, input_shape=self.data.input_shape,
-                       num_classes=self.data.num_classes, artifact_store=store, remark=remark)
+                       num_classes=self.data.num_classes, artifact_store=store, remark=remark,
+                       model=model)
 
     # ------------------------------------------------------------------ after each trial
     def _after_trial(self, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
@@ -624,8 +692,14 @@ class SearchRunner:
         # with a seed of its own, so that workers on one study, which share --seed, do not
         # replay each other's draws, and a resumed run does not replay the first one's.
         seed = (self.config.seed * 1_000_003 + len(trials)) % 2**32
-        self.study.sampler = make_sampler(self.config.sampler, self.config.space, seed)
+        if not isinstance(self.study.sampler, ParetoSurrogateSampler):
+            # (The surrogate sampler already seeds each trial with the seed and its number.)
+            self.study.sampler = self._sampler(seed)
         return "run"
+
+    def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return make_sampler(self.config.sampler, self.config.space, seed,
+                            flops_of=self._flops_of, max_flops=self.config.max_flops)
 
     def _run_one_trial(self) -> None:
         """One trial through ``study.optimize`` (its heartbeat, retries and callbacks)."""

@@ -24,10 +24,9 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from poolnas.search._live_trials import FixedSampler, LiveTrial, last_line
+from poolnas.search._live_trials import FixedSampler, LiveTrial, RunningCandidate, last_line
 from poolnas.search._study import (
     MAX_CONSECUTIVE_FAILURES,
     SearchConfig,
@@ -44,8 +43,7 @@ from poolnas.spaces import PoolnasError
 if TYPE_CHECKING:
     import optuna
 
-    from poolnas.evaluators import Cost, Dataset
-    from poolnas.spaces import Architecture
+    from poolnas.evaluators import Dataset
 
 #: ``--tuner`` choices.
 TUNERS = ("random", "bayesian", "hyperband")
@@ -53,15 +51,6 @@ TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVE = "val_accuracy"
 #: Hyperband's reduction factor (KerasTuner's default).
 HYPERBAND_FACTOR = 3
-
-
-@dataclass
-class _Running:
-    live: LiveTrial
-    arch: Architecture
-    cost: Cost
-    started: float
-    values: tuple[float, float] | None = None
 
 
 class KerasTunerRunner(SearchRunner):
@@ -100,7 +89,7 @@ class KerasTunerRunner(SearchRunner):
         self.hypermodel = self._hypermodel()
         self.project_dir: str | None = None
         self._tuner: Any = None
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, RunningCandidate] = {}
         self._numbers: dict[str, int] = {}
         self._deadline: float | None = None
 
@@ -210,7 +199,7 @@ class KerasTunerRunner(SearchRunner):
             parent = hp.values.get("tuner/trial_id")
             if parent is not None and parent in self._numbers:
                 live.trial.set_user_attr("continues", self._numbers[parent])
-            running = _Running(live=live, arch=arch, cost=cost, started=time.perf_counter())
+            running = RunningCandidate(live=live, arch=arch, cost=cost, started=time.perf_counter())
             # Hyperband trains one architecture for more and more epochs: not a duplicate.
             original = (reuse_evaluated(live.trial, self.study, arch.key)
                         if self.tuner_name != "hyperband" else None)
@@ -259,7 +248,7 @@ class KerasTunerRunner(SearchRunner):
         self._limit(tuner)
 
     def _record_trained(self, tuner: Any, trial: Any,
-                        running: _Running) -> tuple[float, float]:
+                        running: RunningCandidate) -> tuple[float, float]:
         accuracy = float(trial.score)
         fits = list(self.hypermodel.fits)
         accuracies = [max(f["history"][OBJECTIVE]) for f in fits if f["history"].get(OBJECTIVE)]

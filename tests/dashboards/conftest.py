@@ -7,6 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 from known_study import known_trials, settings
+
 from poolnas.search._storage import StorageHandle, open_storage
 
 

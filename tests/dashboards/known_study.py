@@ -20,6 +20,7 @@ trial  architecture                                    accuracy FLOPs   front
 from __future__ import annotations
 
 import optuna
+
 from poolnas.spaces import SearchSpace
 
 KEYS = {

@@ -7,6 +7,7 @@ import math
 import optuna
 import pytest
 from known_study import SPACE, known_trials
+
 from poolnas.dashboards import analyse_choices, answer_text, summarise
 from poolnas.dashboards._analysis import candidates_of
 

@@ -10,6 +10,7 @@ import optuna
 import pytest
 from known_study import known_trials
 from optuna_dashboard import get_note
+
 from poolnas.dashboards import (
     CHOICES_FIGURE_ID,
     analyse_study,

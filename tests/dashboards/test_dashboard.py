@@ -19,13 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from poolnas.search._cli import main
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TINY = ["--epochs", "1", "--batch-size", "128"]
-START_TIMEOUT = 60  # seconds for the server to print its URL (imports on a busy machine)
+START_TIMEOUT = 120  # seconds for the server to start or stop (imports on a busy machine)
 
 
 class Dashboard:
@@ -61,7 +62,7 @@ class Dashboard:
     def interrupt(self) -> tuple[int, str, str]:
         """Ctrl-C: SIGINT to the process; its exit status, stdout and stderr."""
         self.process.send_signal(signal.SIGINT)
-        code = self.process.wait(timeout=30)
+        code = self.process.wait(timeout=START_TIMEOUT)
         self._pumping.join(timeout=10)
         return code, "".join(self.stdout), self._stderr()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from known_study import KEYS
+
 from poolnas.dashboards import REPORT_FILES, analyse_study, summarise, write_report
 from poolnas.dashboards._report import hypervolume_points
 from poolnas.search._cli import main

@@ -16,7 +16,9 @@ from poolnas.evaluators import (
     TrialDiverged,
     count_cost,
     evaluate_architecture,
+    fresh_model,
     load_dataset,
+    point_costs,
     retrain_and_test,
     train_model,
 )
@@ -112,6 +114,31 @@ def test_repeats_train_fresh_models_with_consecutive_seeds(digits) -> None:
     # Sessions are cleared before models are built, never after: both models still predict.
     for model in (evaluation.model, single.model):
         assert model.predict(digits.x_test[:4].astype(np.float32), verbose=0).shape == (4, 10)
+
+
+def test_a_prebuilt_model_is_trained_as_if_built_here(digits) -> None:
+    """A search builds the model to count its cost; training it gives the very same trial."""
+    budget = Budget(epochs=1, batch_size=128)
+    model = fresh_model(ARCH, digits, budget, seed=5)
+    given = evaluate_architecture(ARCH, digits, budget, seed=5, model=model)
+    assert given.model is model
+    built = evaluate_architecture(ARCH, digits, budget, seed=5)
+    assert given.accuracy == built.accuracy
+    assert (given.flops, given.params) == (built.flops, built.params)
+    # The per-point FLOPs read off the trained model add up to its total.
+    parts = point_costs(ARCH, digits.input_shape, digits.num_classes, compare=False, model=model)
+    assert sum(part.cost.flops for part in parts) == given.flops
+
+
+def test_eager_scores_equal_keras_evaluate(digits) -> None:
+    """Scores are computed without tracing a test step, and equal what Keras reports."""
+    evaluation = evaluate_architecture(ARCH, digits, ONE_EPOCH, seed=2)
+    model = evaluation.model
+    scores = model.evaluate(digits.val_dataset(128), verbose=0, return_dict=True)
+    assert evaluation.accuracy == pytest.approx(scores["accuracy"], abs=1e-6)
+    _, info = train_model(model, digits, Budget(epochs=1, batch_size=128), seed=2)
+    again = model.evaluate(digits.val_dataset(64), verbose=0, return_dict=True)
+    assert info["val_loss"] == pytest.approx(again["loss"], rel=1e-5)
 
 
 def test_train_model_reports_losses_and_seconds(digits) -> None:

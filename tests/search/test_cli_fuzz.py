@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from poolnas.search._cli import main
 from poolnas.spaces import MERGES, OPS, SKIPS, STEMS
 
+
 def fuzz(examples: int) -> settings:
     return settings(max_examples=examples, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -18,7 +18,7 @@ from poolnas.evaluators import load_dataset
 from poolnas.search import OptunaOracle, SnapshotStore
 from poolnas.search._cli import main
 from poolnas.search._study import STUDY_ATTR, CostModel
-from poolnas.spaces import PoolNASHyperModel, PoolnasError, SearchSpace
+from poolnas.spaces import PoolnasError, PoolNASHyperModel, SearchSpace
 
 #: Three architectures: max and avg cost the same, conv costs more.
 TINY = SearchSpace(points=1, ops=("max", "avg", "conv"), skips=("none",), widths=(8, 16))

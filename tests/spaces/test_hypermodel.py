@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from poolnas.evaluators import load_dataset
-from poolnas.spaces import Architecture, PoolNASHyperModel, PoolnasError, SearchSpace, build_model
+from poolnas.spaces import Architecture, PoolnasError, PoolNASHyperModel, SearchSpace, build_model
 from poolnas.spaces._hypermodel import HYPERMODEL_ATTR
 
 #: 36 small architectures with four varying parameters (enough for the Bayesian tuner's model).
