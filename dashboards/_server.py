@@ -41,8 +41,13 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 @contextlib.contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
-    """Let SIGTERM (a service manager's stop) end the server like Ctrl-C does."""
+def _stop_on_signals() -> Iterator[None]:
+    """Let SIGINT (Ctrl-C, ``kill -INT``) and SIGTERM (a service manager's stop) end the server.
+
+    SIGINT is handled explicitly: a process started in the background by a non-interactive
+    shell (``poolnas dashboard &`` in a script) inherits SIGINT ignored, and Python then never
+    raises KeyboardInterrupt.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -50,11 +55,12 @@ def _stop_on_sigterm() -> Iterator[None]:
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def is_loopback(host: str) -> bool:
@@ -116,7 +122,7 @@ def serve(storage: str, *, host: str = "127.0.0.1", port: int = 8080,
             shown = f"[{bind}]" if ":" in bind else bind
             print(f"optuna-dashboard for {handle.display_url} on "
                   f"http://{shown}:{server.server_port}/ (Ctrl-C to stop)", flush=True)
-            with _stop_on_sigterm():
+            with _stop_on_signals():
                 server.serve_forever()
         except KeyboardInterrupt:
             pass
