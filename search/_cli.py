@@ -511,6 +511,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from poolnas.search._workers import quiet_interrupted_trials
+
+    quiet_interrupted_trials()
     import warnings
 
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

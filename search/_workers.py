@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import logging
 import multiprocessing
 import os
 import signal
@@ -402,6 +403,36 @@ def configure_threads(threads: int) -> bool:
     return True
 
 
+class _QuietInterrupts(logging.Filter):
+    """Drops Optuna's warning, with its full traceback, about a trial that Ctrl-C stopped.
+
+    poolnas says it in one line instead (the trial's progress line and ``fail_reason``); Optuna's
+    two records (the traceback, then "failed with value None") would bury it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._interrupted: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        number = message.split(" failed with ", 1)[0]
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self._interrupted.add(number)
+            return False
+        if number in self._interrupted and message.endswith("failed with value None."):
+            self._interrupted.discard(number)
+            return False
+        return True
+
+
+def quiet_interrupted_trials() -> None:
+    """Install :class:`_QuietInterrupts` on Optuna's optimize logger (once per process)."""
+    logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _QuietInterrupts) for f in logger.filters):
+        logger.addFilter(_QuietInterrupts())
+
+
 def _worker_main(config: SearchConfig, threads: int,
                  report: Callable[[TrialReport], None] | None, parent: int) -> None:
     """Entry point of a child worker process."""
@@ -413,6 +444,7 @@ def _worker_main(config: SearchConfig, threads: int,
 
     _quiet_tensorflow()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_interrupted_trials()
     warnings.simplefilter("ignore", ExperimentalWarning)
     configure_threads(threads)
     try:
