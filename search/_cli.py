@@ -278,9 +278,10 @@ def _print_report(r: Any) -> None:
     """The progress line of one finished trial (a :class:`~poolnas.search.TrialReport`)."""
     accuracy = "-" if r.accuracy is None else f"{r.accuracy:.4f}"
     best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}"
+    flops = "FLOPs -" if r.flops is None else f"{human_flops(r.flops)}FLOPs"
     note = f"  ({r.note})" if r.note else ""
     print(f"[{r.done}/{r.total}] trial {r.number} {r.state}: acc {accuracy}  "
-          f"{human_flops(r.flops)}FLOPs  {r.seconds:.1f}s  {r.key}{note}  | front {r.front_size},"
+          f"{flops}  {r.seconds:.1f}s  {r.key}{note}  | front {r.front_size},"
           f" best acc {best}", flush=True)
 
 
