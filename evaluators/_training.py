@@ -257,7 +257,7 @@ def retrain_and_test(
 
 
 def fresh_model(arch: Architecture, data: Dataset, budget: Budget, *, seed: int) -> keras.Model:
-    """``arch``'s untrained model for ``data``, in a cleared Keras session, weights seeded by ``seed``.
+    """``arch``'s untrained model for ``data`` in a cleared Keras session, seeded by ``seed``.
 
     This is how every trained model starts; a caller that needs the model before training (to
     count its cost) builds it here and hands it to :func:`evaluate_architecture`.

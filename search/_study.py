@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from poolnas.search._enumerative import MAX_CANDIDATES, ParetoSurrogateSampler
+from poolnas.search._enumerative import MAX_CANDIDATES, ParetoSurrogateSampler, additive_flops
 from poolnas.search._locks import StudyLock
 from poolnas.search._pareto import hypervolume, pareto_front
 from poolnas.search._storage import StorageHandle, load_study, needs_artifact_dir, open_storage
@@ -210,12 +210,11 @@ class CostModel:
         if arch.key not in self._cache:
             import keras
 
-            from poolnas.evaluators import count_cost
             from poolnas.spaces import build_model
 
             model = build_model(arch, self.input_shape, self.num_classes,
                                 input_scale=self._scale[0], input_offset=self._scale[1])
-            self._cache[arch.key] = count_cost(model)
+            self.of_model(arch, model)
             del model
             keras.backend.clear_session()
         return self._cache[arch.key]
@@ -226,8 +225,6 @@ class CostModel:
         Counted lazily, on the first call: additively from one model per parameter value when
         that is exact (checked on a few random architectures), otherwise one model each.
         """
-        from poolnas.search._enumerative import additive_flops
-
         counted: list[Callable[[Mapping[str, Any]], float]] = []
 
         def flops(params: Mapping[str, Any]) -> float:
