@@ -7,11 +7,12 @@ FLOPs. After each unique training, the hypervolume of everything trained so far 
 
 Strategies:
 
-- ``tpe`` (the poolnas default), ``nsga2``, ``random``, ``grid``: poolnas' own
+- ``tpe`` (Optuna's multi-objective default), ``nsga2``, ``random``, ``grid``: poolnas' own
   :func:`poolnas.search.make_sampler` on an in-memory Optuna study, with poolnas' dedup: a
   duplicate proposal gets the stored values and costs no training (the x axis counts unique
   trainings; duplicates are still shown to the sampler as trials, as in ``poolnas search``).
-- ``surrogate``: :class:`poolnas.search._enumerative.ParetoSurrogateSampler` (an additive
+- ``surrogate`` (what ``poolnas search``'s default ``--sampler auto`` picks for a space of
+  this size): :class:`poolnas.search.ParetoSurrogateSampler` (an additive
   Bayesian surrogate of accuracy and the exact expected hypervolume improvement, with the
   table's exact FLOPs as the known cost), on the same kind of study and dedup.
 - ``kt-random``, ``kt-bayes``: KerasTuner's ``RandomSearchOracle`` and
