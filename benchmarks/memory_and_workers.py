@@ -60,11 +60,11 @@ def rss_mib() -> tuple[float, float]:
 
 def memory_child(trials: int, folder: str) -> None:
     """Run one long search in this process; print a JSON line after every trial."""
+    import optuna
+
     from poolnas.evaluators import Budget
     from poolnas.search import SearchConfig, SearchRunner
     from poolnas.spaces import SearchSpace
-
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     space_file = Path(folder) / "space.toml"

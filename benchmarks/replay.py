@@ -79,7 +79,8 @@ class Table:
         # accuracy and left of the cheapest model from dominating the number.
         self.normalisation = normalisation
         self._low_acc = min(a for a, _ in self.values.values()) if normalisation == "range" else 0.0
-        self._low_flops = min(f for _, f in self.values.values()) if normalisation == "range" else 0.0
+        self._low_flops = (min(f for _, f in self.values.values())
+                           if normalisation == "range" else 0.0)
         high_acc = max(a for a, _ in self.values.values())
         self._acc_span = (high_acc - self._low_acc) if normalisation == "range" else 1.0
         self.true_hv = hypervolume(self._mapped(self.values), reference_flops=self._ref())
@@ -112,8 +113,8 @@ def _front(values: dict[str, tuple[float, float]]) -> list[str]:
 class Curve:
     """Hypervolume after each training of one run."""
 
-    def __init__(self, table: Table, cap: int) -> None:
-        self.table, self.cap = table, cap
+    def __init__(self, table: Table, cap: int, *, seed: int = 0) -> None:
+        self.table, self.cap, self.seed = table, cap, seed
         self.trained: list[str] = []
         self.unique: set[str] = set()
         self.hv: list[float] = []
@@ -135,7 +136,7 @@ def run_optuna(name: str, table: Table, seed: int, cap: int) -> Curve:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    curve = Curve(table, cap)
+    curve = Curve(table, cap, seed=seed)
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 sampler=_sampler(name, table.space, seed, table))
 
@@ -203,7 +204,7 @@ def run_keras_tuner(name: str, table: Table, seed: int, cap: int, workdir: str) 
                                                        hyperparameters=hp, seed=seed + 1)
     oracle._set_project_dir(workdir, f"{name}-{seed}")
     oracle.verbose = 0
-    curve = Curve(table, cap)
+    curve = Curve(table, cap, seed=seed)
     while True:
         trial = oracle.create_trial("replay")
         if trial.status != "RUNNING":
@@ -227,6 +228,26 @@ def run(name: str, table: Table, seed: int, cap: int, workdir: str) -> Curve:
     if name.startswith("kt-"):
         return run_keras_tuner(name, table, seed, cap, workdir)
     return run_optuna(name, table, seed, cap)
+
+
+def _run_one(job: tuple[str, Table, int, int, str]) -> Curve:
+    name, table, seed, cap, workdir = job
+    return run(name, table, seed, cap, workdir)
+
+
+def run_seeds(name: str, table: Table, seeds: range, cap: int, workdir: str, *,
+              jobs: int = 1) -> list[Curve]:
+    """One run per seed, in ``jobs`` processes (each run is independent and seeded, so the
+    curves are the same however many processes share them)."""
+    work = [(name, table, seed, cap, workdir) for seed in seeds]
+    if jobs <= 1:
+        return [_run_one(job) for job in work]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # "spawn": a forked child would inherit the parent's threads and locks (Optuna, BLAS).
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_run_one, work))
 
 
 def trainings_to(curve: Curve, target: float) -> int | None:
@@ -261,7 +282,25 @@ def summarise(name: str, curves: list[Curve], table: Table, cap: int) -> dict[st
     result["hv_bands"] = [[round(v / table.true_hv, 5) for v in band] for band in bands]
     result["proposals_per_training"] = statistics.fmean(
         c.proposals / max(len(c.hv), 1) for c in curves)
+    result["runs_detail"] = [{"seed": c.seed, "proposals": c.proposals,
+                              "hv": [round(v, 7) for v in c.hv]} for c in curves]
     return result
+
+
+def load_runs(paths: list[Path], table: Table) -> dict[str, list[Curve]]:
+    """The runs stored in earlier ``--out`` JSON files, by strategy (for ``--merge``)."""
+    runs: dict[str, list[Curve]] = {}
+    for path in paths:
+        stored = json.loads(path.read_text())
+        if (stored["space_size"], stored["normalisation"]) != (table.space.size,
+                                                                 table.normalisation):
+            raise SystemExit(f"{path}: another space or normalisation than this replay's")
+        for result in stored["results"]:
+            for detail in result.get("runs_detail", []):
+                curve = Curve(table, result["cap"], seed=detail["seed"])
+                curve.hv, curve.proposals = list(detail["hv"]), detail["proposals"]
+                runs.setdefault(result["strategy"], []).append(curve)
+    return runs
 
 
 def plot(results: list[dict[str, Any]], path: Path, *, title: str) -> None:
@@ -321,12 +360,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--normalisation", default="poolnas", choices=("poolnas", "range"),
                         help="hypervolume as poolnas computes it (default) or range-normalised")
     parser.add_argument("--cap", type=int, default=None, help="one cap for every strategy")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seed of the first run (to split runs over machines)")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="<out>.json files of earlier runs of the same strategies and space: "
+                             "their runs join this one's")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes to spread a strategy's runs over (default 1)")
     parser.add_argument("--out", type=Path, default=None,
                         help="write <out>.json, <out>.png and <out>.md (default: print only)")
     args = parser.parse_args(argv)
     seeds = args.seeds or (3 if args.quick else 30)
     space = poolbench.bench_subspace(args.subspace, quick=args.quick)
     table = Table(poolbench.load_table(args.table), space, normalisation=args.normalisation)
+    merged = load_runs(args.merge, table)
     results = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="poolnas-replay-") as workdir:
@@ -336,7 +383,9 @@ def main(argv: list[str] | None = None) -> None:
                 cap = min(cap, space.size)
             runs = min(seeds, RUNS.get(name, seeds)) if not args.seeds else seeds
             tick = time.perf_counter()
-            curves = [run(name, table, seed, cap, workdir) for seed in range(runs)]
+            seeds_run = range(args.first_seed, args.first_seed + runs)
+            curves = run_seeds(name, table, seeds_run, cap, workdir, jobs=args.jobs)
+            curves += [c for c in merged.get(name, []) if c.seed not in seeds_run]
             result = summarise(name, curves, table, cap)
             result["seconds"] = round(time.perf_counter() - tick, 1)
             results.append(result)
@@ -347,8 +396,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        summary = {"normalisation": table.normalisation, "true_hv": table.true_hv, "reference_flops": table.reference,
-                   "front": table.front, "space_size": space.size, "results": results}
+        summary = {"normalisation": table.normalisation, "true_hv": table.true_hv,
+                   "reference_flops": table.reference, "front": table.front,
+                   "space_size": space.size, "results": results}
         args.out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
         args.out.with_suffix(".md").write_text(text + "\n")
         plot(results, args.out.with_suffix(".png"),

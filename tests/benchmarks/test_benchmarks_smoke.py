@@ -50,7 +50,8 @@ def tiny_table(tmp_path_factory, data) -> Path:
 def test_subspaces_are_nested():
     sizes = [poolbench.bench_subspace(name).size for name in poolbench.SUBSPACES]
     assert sizes == [81, 243, 729]
-    small, large = (set(a.key for a in poolbench.bench_subspace(n)) for n in poolbench.SUBSPACES[:2])
+    small, large = ({a.key for a in poolbench.bench_subspace(n)}
+                    for n in poolbench.SUBSPACES[:2])
     assert small < large
 
 
@@ -92,6 +93,24 @@ def test_replay_quick(tiny_table, tmp_path, capsys):
         assert all(0 <= v <= 1 + 1e-9 for band in result["hv_bands"] for v in band)
     assert out.with_suffix(".png").stat().st_size > 0
     assert "trainings to 95 % HV" in capsys.readouterr().out
+
+
+def test_replay_runs_split_over_processes_and_merged_equal_one_run(tiny_table, tmp_path):
+    def runs(*args: str) -> tuple[dict[str, list], Path]:
+        out = tmp_path / f"replay{len(list(tmp_path.iterdir()))}"
+        replay.main(["--quick", "--table", str(tiny_table), "--strategies", "random,surrogate",
+                     "--cap", "8", "--out", str(out), *args])
+        summary = json.loads(out.with_suffix(".json").read_text())
+        return {r["strategy"]: sorted((d["seed"], d["hv"]) for d in r["runs_detail"])
+                for r in summary["results"]}, out.with_suffix(".json")
+
+    whole, _ = runs("--seeds", "4")
+    assert [seed for seed, _ in whole["random"]] == [0, 1, 2, 3]
+    first, first_file = runs("--seeds", "2")
+    merged, _ = runs("--seeds", "2", "--first-seed", "2", "--jobs", "2",
+                     "--merge", str(first_file))
+    assert merged == whole
+    assert first != whole
 
 
 def test_replay_refuses_an_incomplete_table(tmp_path):

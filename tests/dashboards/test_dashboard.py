@@ -29,14 +29,24 @@ TINY = ["--epochs", "1", "--batch-size", "128"]
 START_TIMEOUT = 120  # seconds for the server to start or stop (imports on a busy machine)
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Dashboard:
-    """A ``poolnas dashboard`` subprocess; its stdout lines arrive on a queue."""
+    """A ``poolnas dashboard`` subprocess; its stdout lines arrive on a queue.
+
+    The process starts with SIGINT ignored, as ``poolnas dashboard &`` in a script starts it
+    (the hardest case: Python then installs no KeyboardInterrupt handler of its own), and the
+    tests send SIGINT as soon as the URL line arrives: the server must stop all the same.
+    """
 
     def __init__(self, *args: str, cwd: Path) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "poolnas.search", "dashboard", *args],
             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_ignore_sigint,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stdout: list[str] = []
