@@ -39,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -230,24 +231,19 @@ def run(name: str, table: Table, seed: int, cap: int, workdir: str) -> Curve:
     return run_optuna(name, table, seed, cap)
 
 
-def _run_one(job: tuple[str, Table, int, int, str]) -> Curve:
-    name, table, seed, cap, workdir = job
-    return run(name, table, seed, cap, workdir)
-
-
 def run_seeds(name: str, table: Table, seeds: range, cap: int, workdir: str, *,
               jobs: int = 1) -> list[Curve]:
     """One run per seed, in ``jobs`` processes (each run is independent and seeded, so the
     curves are the same however many processes share them)."""
-    work = [(name, table, seed, cap, workdir) for seed in seeds]
+    args = (repeat(name), repeat(table), seeds, repeat(cap), repeat(workdir))
     if jobs <= 1:
-        return [_run_one(job) for job in work]
+        return list(map(run, *args))
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     # "spawn": a forked child would inherit the parent's threads and locks (Optuna, BLAS).
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_run_one, work))
+        return list(pool.map(run, *args))
 
 
 def trainings_to(curve: Curve, target: float) -> int | None:
@@ -385,7 +381,12 @@ def main(argv: list[str] | None = None) -> None:
             tick = time.perf_counter()
             seeds_run = range(args.first_seed, args.first_seed + runs)
             curves = run_seeds(name, table, seeds_run, cap, workdir, jobs=args.jobs)
-            curves += [c for c in merged.get(name, []) if c.seed not in seeds_run]
+            for curve in merged.get(name, []):
+                if curve.cap != cap:
+                    raise SystemExit(f"--merge: the stored {name} runs had a cap of {curve.cap}, "
+                                     f"this replay's is {cap}")
+                if curve.seed not in seeds_run:
+                    curves.append(curve)
             result = summarise(name, curves, table, cap)
             result["seconds"] = round(time.perf_counter() - tick, 1)
             results.append(result)

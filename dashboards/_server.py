@@ -17,7 +17,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from socketserver import ThreadingMixIn
-from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from poolnas.spaces import PoolnasError
@@ -115,7 +114,18 @@ def serve(storage: str, *, host: str = "127.0.0.1", port: int = 8080,
         # at once, and a process that inherited SIGINT ignored would otherwise never stop.
         try:
             with _stop_on_signals():
-                _serve(server, host, bind, handle.display_url, store is None)
+                if not is_loopback(bind):
+                    print(f"poolnas: warning: serving on {host}: optuna-dashboard has no "
+                          "authentication and anyone who reaches this address can read and "
+                          "delete studies", file=sys.stderr, flush=True)
+                if store is None:
+                    print("poolnas: warning: no artifact store for this storage, so trained "
+                          "models and pictures are not shown; pass --artifacts DIR",
+                          file=sys.stderr, flush=True)
+                shown = f"[{bind}]" if ":" in bind else bind
+                print(f"optuna-dashboard for {handle.display_url} on "
+                      f"http://{shown}:{server.server_port}/ (Ctrl-C to stop)", flush=True)
+                server.serve_forever()
         except KeyboardInterrupt:
             pass
         finally:
@@ -123,17 +133,3 @@ def serve(storage: str, *, host: str = "127.0.0.1", port: int = 8080,
     print("dashboard stopped", flush=True)
     return 0
 
-
-def _serve(server: Any, host: str, bind: str, display_url: str, no_store: bool) -> None:
-    """Say where the server listens (and warn about what it exposes), then serve."""
-    if not is_loopback(bind):
-        print(f"poolnas: warning: serving on {host}: optuna-dashboard has no "
-              "authentication and anyone who reaches this address can read and delete "
-              "studies", file=sys.stderr, flush=True)
-    if no_store:
-        print("poolnas: warning: no artifact store for this storage, so trained models "
-              "and pictures are not shown; pass --artifacts DIR", file=sys.stderr, flush=True)
-    shown = f"[{bind}]" if ":" in bind else bind
-    print(f"optuna-dashboard for {display_url} on "
-          f"http://{shown}:{server.server_port}/ (Ctrl-C to stop)", flush=True)
-    server.serve_forever()

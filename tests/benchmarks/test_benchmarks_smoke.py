@@ -111,6 +111,8 @@ def test_replay_runs_split_over_processes_and_merged_equal_one_run(tiny_table, t
                      "--merge", str(first_file))
     assert merged == whole
     assert first != whole
+    with pytest.raises(SystemExit, match="had a cap of 8, this replay's is 6"):
+        runs("--seeds", "2", "--first-seed", "2", "--cap", "6", "--merge", str(first_file))
 
 
 def test_replay_refuses_an_incomplete_table(tmp_path):
