@@ -29,6 +29,9 @@ SPACE = 'points = 2\nops = ["max", "avg", "conv"]\nskips = ["none", "projection"
 TINY = ["--epochs", "1", "--batch-size", "128", "--subset", "300", "--heartbeat", "30"]
 #: Long enough that a signal sent once a trial has begun lands while it trains.
 TRAINING = ["--epochs", "3", "--batch-size", "64", "--subset", "300", "--heartbeat", "30"]
+#: Trials that never finish within a test: a signal finds every running one training, not
+#: being recorded (a trial being recorded is finished first, by design).
+ENDLESS = ["--epochs", "500", "--batch-size", "64", "--subset", "300", "--heartbeat", "30"]
 
 
 @pytest.fixture(autouse=True)
@@ -204,11 +207,12 @@ def test_sigterm_to_a_search_with_workers_stops_every_worker_cleanly(
     tmp_path: Path, processes: Callable[..., subprocess.Popen]
 ) -> None:
     storage = f"sqlite:///{tmp_path / 'w.db'}"
-    args = search_args(storage, "w", 20, *TRAINING, "--workers", "2")
+    args = search_args(storage, "w", 20, *ENDLESS, "--workers", "2")
     parent = processes(args, "parent")
     deadline = time.monotonic() + 300
-    while len({t["attrs"]["worker"]["pid"] for t in read_trials(storage, "w")
-               if t["state"] == "RUNNING" and "flops" in t["attrs"]}) < 2:
+    while len(training := {t["attrs"]["worker"]["pid"]: t["number"]
+                           for t in read_trials(storage, "w")
+                           if t["state"] == "RUNNING" and "flops" in t["attrs"]}) < 2:
         assert parent.poll() is None and time.monotonic() < deadline, "two workers never ran"
         time.sleep(0.1)
     parent.send_signal(signal.SIGTERM)  # To the parent only: it forwards to its workers.
@@ -216,9 +220,12 @@ def test_sigterm_to_a_search_with_workers_stops_every_worker_cleanly(
     trials = read_trials(storage, "w")
     assert not [t for t in trials if t["state"] == "RUNNING"]
     interrupted = [t for t in trials if t["state"] == "FAIL"]
-    assert len(interrupted) == 2  # One per worker, each queued again.
+    # One per worker: the trials that were training, each queued again.
+    assert sorted(t["number"] for t in interrupted) == sorted(training.values())
     assert all(t["attrs"]["fail_reason"] == "interrupted: stopped by SIGTERM" for t in interrupted)
-    assert len([t for t in trials if t["state"] == "WAITING"]) == 2
+    queued = [t for t in trials if t["state"] == "WAITING"]
+    assert sorted(t["attrs"]["architecture"] for t in queued) == sorted(
+        t["attrs"]["architecture"] for t in interrupted)
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "mysql"])
