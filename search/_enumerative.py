@@ -78,7 +78,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import TrialState
 
-__all__ = ["ParetoSurrogateSampler", "additive_flops"]
+__all__ = ["AdditiveFlops", "ParetoSurrogateSampler", "additive_flops"]
 
 #: Spaces larger than this are refused (every candidate is scored at every proposal).
 MAX_CANDIDATES = 50_000
@@ -168,6 +168,46 @@ def improvement(acc: np.ndarray, flops: np.ndarray, levels: np.ndarray, caps: np
     return total
 
 
+class AdditiveFlops:
+    """FLOPs that are additive over a space's choices: ``base`` (every parameter at its first
+    value) plus, for every other value chosen, that value's difference ``delta[(name, value)]``.
+
+    Exact when the downsampling points' costs are independent (fixed stage widths, as in the
+    presets); :func:`additive_flops` checks that before it hands one out. Stored with a study
+    (:meth:`to_json`), so that a resume or another worker does not count it again.
+    """
+
+    def __init__(self, base: float, delta: Mapping[tuple[str, Any], float],
+                 names: Sequence[str]) -> None:
+        self.base = float(base)
+        self.delta = {key: float(value) for key, value in delta.items()}
+        self.names = tuple(names)
+
+    def __call__(self, choice: Mapping[str, Any]) -> float:
+        return self.base + sum(self.delta.get((name, choice[name]), 0.0) for name in self.names)
+
+    def largest(self, parameters: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+        """The choice of ``parameters``' values with the most FLOPs (the first value on ties)."""
+        return {name: max(values, key=lambda v, n=name: (self.delta.get((n, v), 0.0),
+                                                         -list(values).index(v)))
+                for name, values in parameters.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"base": self.base, "delta": [[n, v, d] for (n, v), d in self.delta.items()]}
+
+    @classmethod
+    def from_json(cls, data: Any, parameters: Mapping[str, Sequence[Any]]) -> AdditiveFlops | None:
+        """The table stored by :meth:`to_json`, or None unless it covers exactly ``parameters``
+        (each value but the first of each), e.g. a table stored for another space."""
+        try:
+            delta = {(str(n), v): float(d) for n, v, d in data["delta"]}
+            base = float(data["base"])
+        except (TypeError, KeyError, ValueError):
+            return None
+        wanted = {(name, v) for name, values in parameters.items() for v in list(values)[1:]}
+        return cls(base, delta, list(parameters)) if set(delta) == wanted else None
+
+
 def additive_flops(space: Any, arch_flops: Callable[[Any], float], *, verify: int = 8,
                    seed: int = 0) -> Callable[[Mapping[str, Any]], float]:
     """A cheap ``flops_of(params)`` for :class:`ParetoSurrogateSampler` from an expensive
@@ -178,7 +218,8 @@ def additive_flops(space: Any, arch_flops: Callable[[Any], float], *, verify: in
     additive over the choices, so ``1 + sum(len(values) - 1)`` counts give all of them: the
     first value of every parameter is the base, and each other value adds its own difference.
     ``verify`` random architectures are then counted exactly; if any differs, the additive form
-    is abandoned and the returned callable counts each architecture exactly (cached).
+    is abandoned and the returned callable counts each architecture exactly (cached). The
+    additive form is returned as an :class:`AdditiveFlops`.
     """
     params = {name: tuple(values) for name, values in space.parameters().items()}
     cache: dict[str, float] = {}
@@ -191,12 +232,12 @@ def additive_flops(space: Any, arch_flops: Callable[[Any], float], *, verify: in
 
     base_choice = {name: values[0] for name, values in params.items()}
     base = exact(base_choice)
-    delta = {(name, value): exact({**base_choice, name: value}) - base
-             for name, values in params.items() for value in values[1:]}
-
-    def additive(choice: Mapping[str, Any]) -> float:
-        return base + sum(delta.get((name, choice[name]), 0.0) for name in params)
-
+    additive = AdditiveFlops(
+        base,
+        {(name, value): exact({**base_choice, name: value}) - base
+         for name, values in params.items() for value in values[1:]},
+        list(params),
+    )
     rng = np.random.default_rng(seed)
     for _ in range(verify):
         choice = {name: values[int(rng.integers(len(values)))] for name, values in params.items()}

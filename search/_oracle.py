@@ -215,7 +215,7 @@ class OptunaOracle(keras_tuner.Oracle):
             costs = CostModel(hypermodel.input_shape, hypermodel.num_classes,
                               input_scale=hypermodel.input_scale,
                               input_offset=hypermodel.input_offset)
-            wanted["reference_flops"] = int(costs.largest(space))
+            wanted.update(costs.study_costs(space))
             study = optuna.create_study(
                 study_name=self.study_name, storage=storage,
                 directions=["maximize", "minimize"], load_if_exists=True,
@@ -229,6 +229,7 @@ class OptunaOracle(keras_tuner.Oracle):
         self._costs = CostModel(tuple(settings["input_shape"]), int(settings["num_classes"]),
                                 input_scale=float(settings["input_scale"]),
                                 input_offset=float(settings["input_offset"]))
+        self._costs.adopt(self._space, settings)
         sampler = self._sampler
         if not isinstance(sampler, optuna.samplers.BaseSampler):
             sampler = make_sampler(sampler or "tpe", self._space, self._sampler_seed,

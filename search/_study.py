@@ -13,7 +13,8 @@ they apply, ``duplicate_of`` (the trial whose results were reused), ``infeasible
 FLOPs budget ruled it out) or ``fail_reason``.
 
 The study itself stores (user attr ``poolnas``) what its trials depend on: the data set and its
-options, the training budget, the space, the input shape and the hypervolume reference. A resume
+options, the training budget, the space, the input shape, the hypervolume reference and, where
+FLOPs are additive over the choices, their table (so a resume counts nothing again). A resume
 with different settings is refused instead of mixing incomparable trials.
 """
 
@@ -28,7 +29,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from poolnas.search._enumerative import MAX_CANDIDATES, ParetoSurrogateSampler, additive_flops
+from poolnas.search._enumerative import (
+    MAX_CANDIDATES,
+    AdditiveFlops,
+    ParetoSurrogateSampler,
+    additive_flops,
+)
 from poolnas.search._locks import StudyLock
 from poolnas.search._pareto import hypervolume, pareto_front
 from poolnas.search._storage import StorageHandle, load_study, needs_artifact_dir, open_storage
@@ -41,7 +47,7 @@ from poolnas.search._workers import (
     has_optuna_heartbeat,
     reclaim_dead_trials,
 )
-from poolnas.spaces import Architecture, PoolnasError, SearchSpace
+from poolnas.spaces import Architecture, PoolnasError, SearchSpace, freeze_startup_objects
 
 if TYPE_CHECKING:
     import optuna
@@ -186,7 +192,12 @@ def make_sampler(name: str, space: SearchSpace, seed: int | None, *,
 
 
 class CostModel:
-    """FLOPs/MACs/params of architectures on one input, built once per key and cached."""
+    """FLOPs/MACs/params of architectures on one input, built once per key and cached.
+
+    A study stores what it costs to know about its space (:meth:`study_costs`: the hypervolume
+    reference and, where FLOPs are additive, the table the surrogate sampler reads), and
+    :meth:`adopt` reads it back, so that a resume or another worker builds no model for it.
+    """
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, *,
                  input_scale: float = 1.0, input_offset: float = 0.0) -> None:
@@ -194,6 +205,9 @@ class CostModel:
         self.num_classes = num_classes
         self._scale = (input_scale, input_offset)
         self._cache: dict[str, Any] = {}
+        #: Per space (by its JSON): its verified additive FLOPs table, or None where the FLOPs
+        #: are not additive and each architecture is counted on its own.
+        self._tables: dict[str, AdditiveFlops | None] = {}
 
     def known(self, arch: Architecture):
         """The cost of ``arch`` if it was counted before, else None (nothing is built)."""
@@ -208,45 +222,61 @@ class CostModel:
 
     def __call__(self, arch: Architecture):
         if arch.key not in self._cache:
-            import keras
-
             from poolnas.spaces import build_model
 
+            # No clear_session() here: the models are garbage at once, the next trained model
+            # starts from a cleared session anyway, and each clear costs a full garbage
+            # collection (0.2 s with TensorFlow loaded, more than the build).
             model = build_model(arch, self.input_shape, self.num_classes,
                                 input_scale=self._scale[0], input_offset=self._scale[1])
             self.of_model(arch, model)
-            del model
-            keras.backend.clear_session()
         return self._cache[arch.key]
+
+    def flops_table(self, space: SearchSpace) -> AdditiveFlops | None:
+        """``space``'s FLOPs as a verified additive table (one model per parameter value and 4
+        random checks), or None when they are not additive; counted once."""
+        key = _space_key(space)
+        if key not in self._tables:
+            counted = additive_flops(space, lambda arch: self(arch).flops, verify=4)
+            self._tables[key] = counted if isinstance(counted, AdditiveFlops) else None
+        return self._tables[key]
 
     def flops_of(self, space: SearchSpace) -> Callable[[Mapping[str, Any]], float]:
         """FLOPs of ``space``'s candidates by their parameters, for the surrogate sampler.
 
-        Counted lazily, on the first call: additively from one model per parameter value when
-        that is exact (checked on a few random architectures), otherwise one model each.
+        Counted lazily, on the first call: from :meth:`flops_table` when the FLOPs are
+        additive (or from a table adopted from the study), otherwise one model each.
         """
         counted: list[Callable[[Mapping[str, Any]], float]] = []
 
+        def exact(params: Mapping[str, Any]) -> float:
+            return float(self(space.architecture(params)).flops)
+
         def flops(params: Mapping[str, Any]) -> float:
             if not counted:
-                counted.append(additive_flops(space, lambda arch: self(arch).flops, verify=4))
+                counted.append(self.flops_table(space) or exact)
             return counted[0](params)
 
         return flops
 
     def largest(self, space: SearchSpace) -> int:
-        """The largest FLOPs of ``space``, by coordinate ascent over its parameters.
+        """The largest FLOPs of ``space``: the most expensive value of every parameter.
 
-        Exact when the points' costs are independent (only ops, skips and merges are searched,
-        with fixed widths, as in the default space: then one pass suffices); a lower bound
-        otherwise. It fixes the hypervolume's reference point for the whole study.
+        When the points' costs are independent (only ops, skips and merges are searched, with
+        fixed widths, as in the default space) they are additive, and the table gives the
+        largest at once, counted exactly from its model. Otherwise by coordinate ascent over the
+        parameters, a lower bound. It fixes the hypervolume's reference point for the study.
         """
-        params = {name: values[0] for name, values in space.parameters().items()}
+        parameters = space.parameters()
+        independent = all(name.endswith(("_op", "_skip", "_merge")) for name in parameters)
+        table = self.flops_table(space) if independent else None
+        if table is not None:
+            return self(space.architecture(table.largest(parameters))).flops
+        params = {name: values[0] for name, values in parameters.items()}
         best = self(space.architecture(params)).flops
-        independent = all(name.endswith(("_op", "_skip", "_merge")) for name in params)
-        for _ in range(1 if independent else 2):
+        for _ in range(2):
             improved = False
-            for name, values in space.parameters().items():
+            for name, values in parameters.items():
                 for value in values:
                     candidate = {**params, name: value}
                     flops = self(space.architecture(candidate)).flops
@@ -255,6 +285,29 @@ class CostModel:
             if not improved:
                 break
         return best
+
+    def study_costs(self, space: SearchSpace) -> dict[str, Any]:
+        """What a new study of ``space`` stores about its costs: ``reference_flops`` and, where
+        the FLOPs are additive, ``flops_table``."""
+        costs: dict[str, Any] = {"reference_flops": int(self.largest(space))}
+        table = self._tables.get(_space_key(space))
+        if table is not None:
+            costs["flops_table"] = table.to_json()
+        return costs
+
+    def adopt(self, space: SearchSpace, settings: Mapping[str, Any]) -> None:
+        """Take ``space``'s FLOPs table from a study's stored settings (if it has a valid one)."""
+        key = _space_key(space)
+        if key not in self._tables and "flops_table" in settings:
+            table = AdditiveFlops.from_json(settings["flops_table"], space.parameters())
+            if table is not None:
+                self._tables[key] = table
+
+
+def _space_key(space: SearchSpace) -> str:
+    import json
+
+    return json.dumps(space.to_dict(), sort_keys=True, default=str)
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -432,6 +485,10 @@ class SearchRunner:
             config.dataset, seed=config.seed, **config.data_options
         )
         config.space.check_input_shape(self.data.input_shape)
+        import keras  # noqa: F401  (imported before the freeze below)
+
+        # Every trial clears Keras' session, a full garbage collection: keep it cheap.
+        freeze_startup_objects()
         self.costs = CostModel(self.data.input_shape, self.data.num_classes,
                                input_scale=self.data.input_scale,
                                input_offset=self.data.input_offset)
@@ -440,10 +497,11 @@ class SearchRunner:
                                                   artifacts=config.artifacts,
                                                   heartbeat_interval=config.heartbeat)
         self.study = self._create_or_resume()
+        settings = self.study.user_attrs[STUDY_ATTR]
+        self.costs.adopt(config.space, settings)  # A resume or a worker counts nothing again.
         if isinstance(self.study.sampler, ParetoSurrogateSampler):
             # Its candidates' FLOPs are counted now, with the reference's models, not in trial 1.
             self._flops_of(self.config.space.params_of(next(iter(self.config.space))))
-        settings = self.study.user_attrs[STUDY_ATTR]
         self.reference_flops = int(settings["reference_flops"])
         self._failures = 0
         self._last_failure = ""
@@ -481,7 +539,7 @@ class SearchRunner:
             else:
                 _check_resume(config.study, stored, wanted)
                 return study
-        wanted["reference_flops"] = int(self.costs.largest(config.space))
+        wanted.update(self.costs.study_costs(config.space))
         study = optuna.create_study(
             study_name=config.study,
             storage=self.handle.optuna_storage,

@@ -9,7 +9,7 @@ from poolnas.spaces._architecture import Architecture, DownsamplingPoint
 from poolnas.spaces._builder import build_model, check_input_shape
 from poolnas.spaces._catalogue import MERGES, OPS, SKIPS, STEMS
 from poolnas.spaces._errors import PoolnasError
-from poolnas.spaces._memory import release_training_graphs
+from poolnas.spaces._memory import freeze_startup_objects, release_training_graphs
 from poolnas.spaces._space import PRESETS, SearchSpace, catalogue_space, default_space
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ __all__ = [
     "catalogue_space",
     "check_input_shape",
     "default_space",
+    "freeze_startup_objects",
     "release_training_graphs",
 ]
 
