@@ -160,7 +160,7 @@ def run_plain(budget, seed: int, keys: list[str]) -> dict[str, Any]:
         t2 = time.perf_counter()
         timer = _epoch_timer()
         model.fit(data.train_dataset(budget.batch_size, seed=seed + number),
-                  epochs=budget.epochs, verbose=0, callbacks=[timer])
+                  epochs=budget.epochs, verbose=0, callbacks=[timer], shuffle=False)
         t3 = time.perf_counter()
         model.evaluate(data.val_dataset(budget.batch_size), verbose=0)
         t4 = time.perf_counter()

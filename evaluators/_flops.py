@@ -111,7 +111,9 @@ def _layer_cost(layer) -> Cost:
         return Cost(flops, macs, fan_in * units + (units if layer.use_bias else 0))
     if kind == "BatchNormalization":
         if not (layer.center and layer.scale):
-            raise PoolnasError(f"cannot count FLOPs of {layer.name}: BatchNorm without scale/center")
+            raise PoolnasError(
+                f"cannot count FLOPs of {layer.name}: BatchNorm without scale/center"
+            )
         channels = int(out_shape[-1])
         return Cost(2 * n_out + 6 * channels, 0, 4 * channels)
     if kind in ("MaxPooling2D", "AveragePooling2D"):
@@ -130,7 +132,8 @@ def _layer_cost(layer) -> Cost:
 
 def layer_costs(model: keras.Model) -> list[LayerCost]:
     """The cost of every layer of a functional ``model``, in layer order."""
-    return [LayerCost(layer.name, type(layer).__name__, _layer_cost(layer)) for layer in model.layers]
+    return [LayerCost(layer.name, type(layer).__name__, _layer_cost(layer))
+            for layer in model.layers]
 
 
 def count_cost(model: keras.Model) -> Cost:

@@ -15,6 +15,9 @@ TensorFlow would keep each trained model's traced training step for the life of 
 (:func:`poolnas.spaces.release_training_graphs` explains why); training runs inside that context
 manager, so memory stays flat over a long search (measured in ``docs/benchmarks.md``).
 
+The optimizer's update is TensorFlow's fused kernel (:func:`fuse_updates`): the same Adam or
+momentum step as Keras', traced in half the time.
+
 Validation and test scores are computed by calling the model eagerly on large batches, not with
 ``model.evaluate``: that would trace a test step for every model (0.3–0.6 s on digits, more than
 the evaluation itself), and a trial scores its model once.
@@ -276,6 +279,81 @@ def fresh_model(arch: Architecture, data: Dataset, budget: Budget, *, seed: int)
     )
 
 
+def fuse_updates(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """``optimizer`` updating each variable with one fused TensorFlow op; returned for chaining.
+
+    Keras 3's TensorFlow optimizers route every update through ``tf.distribute`` (an all-reduce
+    of the gradients and a cross-replica ``merge_call``, also without a distribution strategy)
+    and then apply Adam as eight element-wise ops per variable. Tracing all of that is about
+    0.4 s of a digits trial's first epoch, more than half of its training steps. For Adam and
+    AdamW (without AMSGrad) and SGD with momentum, this replaces the optimizer's update with
+    TensorFlow's fused kernels (``ResourceApplyAdam``, ``ResourceApplyKerasMomentum``), which
+    compute the same formula as Keras on the optimizer's own slot variables. They agree to
+    rounding but for one constant: TensorFlow's Adam kernel forms ``1 - beta_2`` from float32
+    ``beta_2`` (0.00099998713 instead of 0.001, relative 1.3e-5), so the second-moment slots
+    differ in the fifth digit and the weights by ~1e-5 of their change after 20 steps
+    (``tests/evaluators/test_training.py``), far below what another seed changes. Everything
+    else stays Keras': the learning rate, the step counter, AdamW's weight decay, and the class,
+    so a saved model carries a plain Keras optimizer with the trained slots. Other optimizers,
+    and other backends, are returned unchanged.
+    """
+    import types
+
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return optimizer
+    if type(optimizer) in (keras.optimizers.Adam, keras.optimizers.AdamW) and not optimizer.amsgrad:
+        update = _fused_adam
+    elif (type(optimizer) is keras.optimizers.SGD and optimizer.momentum > 0
+          and not optimizer.nesterov):
+        update = _fused_momentum
+    else:
+        return optimizer
+    # An attribute of this instance, not a subclass: the class (and what is saved) is Keras'.
+    optimizer._backend_update_step = types.MethodType(update, optimizer)
+    return optimizer
+
+
+def _fused_adam(self, grads, variables, learning_rate) -> None:
+    import tensorflow as tf
+
+    constants: dict[Any, dict[str, Any]] = {}  # per dtype, built once per traced step
+    for grad, variable in zip(grads, variables):
+        dtype = variable.dtype
+        if dtype not in constants:
+            step = tf.cast(self.iterations + 1, dtype)
+            beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+            constants[dtype] = dict(
+                beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+                lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+                epsilon=tf.cast(self.epsilon, dtype),
+            )
+        index = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_handle(variable), m=_handle(self._momentums[index]),
+            v=_handle(self._velocities[index]), grad=tf.cast(grad, dtype), **constants[dtype],
+        )
+
+
+def _fused_momentum(self, grads, variables, learning_rate) -> None:
+    import tensorflow as tf
+
+    for grad, variable in zip(grads, variables):
+        dtype = variable.dtype
+        accum = self.momentums[self._get_variable_index(variable)]
+        tf.raw_ops.ResourceApplyKerasMomentum(
+            var=_handle(variable), accum=_handle(accum),
+            lr=tf.cast(learning_rate, dtype), grad=tf.cast(grad, dtype),
+            momentum=tf.cast(self.momentum, dtype),
+        )
+
+
+def _handle(variable):
+    """The resource handle of a Keras or TensorFlow variable."""
+    return getattr(variable, "value", variable).handle
+
+
 # ---------------------------------------------------------------------------------------- internals
 @functools.cache
 def _monitor_class() -> type:
@@ -349,7 +427,7 @@ def _train_and_score(
     # optimizer is built before fit. With full training batches the step is traced once:
     # 1.8 s instead of 4 s for the first epoch of a digits trial.
     model.compile(
-        optimizer=budget.make_optimizer(),
+        optimizer=fuse_updates(budget.make_optimizer()),
         loss="sparse_categorical_crossentropy",
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
@@ -359,7 +437,8 @@ def _train_and_score(
     monitor = _monitor_class()()
     tick = time.perf_counter()
     # TensorFlow would keep each traced training step (about 15 MiB for a digits model) for the
-    # life of the process; released, memory stays flat over a long search.
+    # life of the process when Keras' own update registers it; fused updates register nothing,
+    # and this releases what an optimizer that is not fused registers.
     with release_training_graphs():
         history = model.fit(
             data.train_dataset(budget.batch_size, seed=seed),

@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def storage_options(p: argparse.ArgumentParser, study: bool = True) -> None:
         p.add_argument("--storage", default=DEFAULT_STORAGE,
-                       help=f"Optuna storage URL or journal file (.log) (default: {DEFAULT_STORAGE})")
+                       help="Optuna storage URL or journal file (.log) "
+                            f"(default: {DEFAULT_STORAGE})")
         if study:
             p.add_argument("--study", default="poolnas", help="study name (default: poolnas)")
 

@@ -40,7 +40,8 @@ _FILE_KEYS = ("extends", "points", "stems", "ops", "skips", "merges", "widths", 
 _MAX_POINTS = 12
 
 
-def _per_point(name: str, value: Any, points: int, vocabulary: Mapping) -> tuple[tuple[str, ...], ...]:
+def _per_point(name: str, value: Any, points: int,
+               vocabulary: Mapping) -> tuple[tuple[str, ...], ...]:
     """Normalise a flat list (all points) or a list of lists (one per point)."""
     if isinstance(value, str) or not isinstance(value, Sequence) or not value:
         raise PoolnasError(
@@ -129,8 +130,11 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         points = self.points
-        if isinstance(points, bool) or not isinstance(points, int) or not 1 <= points <= _MAX_POINTS:
-            raise PoolnasError(f"space: points must be an integer from 1 to {_MAX_POINTS}, got {points!r}")
+        if (isinstance(points, bool) or not isinstance(points, int)
+                or not 1 <= points <= _MAX_POINTS):
+            raise PoolnasError(
+                f"space: points must be an integer from 1 to {_MAX_POINTS}, got {points!r}"
+            )
         widths = self.widths if self.widths is not None else [16 * 2**i for i in range(points + 1)]
         depths = self.depths if self.depths is not None else [1] * (points + 1)
         set_ = object.__setattr__
@@ -197,7 +201,9 @@ class SearchSpace:
                 return values[0]
             value = params.get(name)
             if value not in values:
-                raise PoolnasError(f"{name}={value!r} is not in this space (allowed: {list(values)})")
+                raise PoolnasError(
+                    f"{name}={value!r} is not in this space (allowed: {list(values)})"
+                )
             return value
 
         points = tuple(
@@ -224,7 +230,9 @@ class SearchSpace:
             PoolnasError: ``arch`` is not in this space.
         """
         if len(arch.points) != self.points:
-            raise PoolnasError(f"{arch.key} has {len(arch.points)} points; the space has {self.points}")
+            raise PoolnasError(
+                f"{arch.key} has {len(arch.points)} points; the space has {self.points}"
+            )
         values: dict[str, Any] = {"stem": arch.stem, "stage0_width": arch.width,
                                   "stage0_blocks": arch.blocks}
         for i, p in enumerate(arch.points, start=1):
@@ -310,7 +318,9 @@ class SearchSpace:
             PoolnasError: Unknown keys, wrong types, or an invalid space.
         """
         if not isinstance(data, Mapping):
-            raise PoolnasError(f"{source}: a space must be a table of keys, got {type(data).__name__}")
+            raise PoolnasError(
+                f"{source}: a space must be a table of keys, got {type(data).__name__}"
+            )
         unknown = sorted(set(data) - set(_FILE_KEYS))
         if unknown:
             raise PoolnasError(

@@ -22,6 +22,7 @@ from poolnas.evaluators import (
     retrain_and_test,
     train_model,
 )
+from poolnas.evaluators._training import fuse_updates
 from poolnas.spaces import Architecture, PoolnasError, build_model
 
 #: A small network, so a trial is mostly the (unavoidable) first-step tracing.
@@ -182,3 +183,64 @@ def test_too_small_images_are_a_user_error(digits) -> None:
     deep = Architecture.from_key("conv3:8x0/max+none:8x1/max+none:8x1/max+none:8x1/max+none:8x1")
     with pytest.raises(PoolnasError, match="halves the resolution 4 times"):
         evaluate_architecture(deep, digits, ONE_EPOCH, seed=0)
+
+
+# ------------------------------------------------------------------------------- fused updates
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_fused_updates_equal_keras_updates_to_rounding(optimizer) -> None:
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=shape).astype("float32") for shape in ((3, 3, 4, 8), (8,), (10,))]
+    grads = [[rng.normal(size=w.shape).astype("float32") for w in start] for _ in range(20)]
+    results = []
+    for fused in (False, True):
+        variables = [keras.Variable(w) for w in start]
+        opt = Budget(optimizer=optimizer).make_optimizer()
+        if fused:
+            assert fuse_updates(opt) is opt and type(opt) is type(Budget(
+                optimizer=optimizer).make_optimizer())  # Still Keras' own class.
+        opt.build(variables)
+
+        step = _traced_apply(opt, variables)
+        for gradients in grads:
+            step([tf.constant(g) for g in gradients])
+        assert int(opt.iterations.numpy()) == len(grads)
+        results.append(([v.numpy() for v in variables], [v.numpy() for v in opt.variables[1:]]))
+    (keras_weights, keras_slots), (fused_weights, fused_slots) = results
+    for a, b, w in zip(keras_weights, fused_weights, start, strict=True):
+        moved = np.abs(a - w).max()
+        assert moved > 1e-3  # They were trained: no comparison of two untouched copies.
+        assert np.abs(a - b).max() <= 1e-4 * moved  # Rounding, not another update.
+    # TensorFlow's kernel takes 1 - beta_2 from float32 beta_2 (relative 1.3e-5 off 0.001).
+    for a, b in zip(keras_slots, fused_slots, strict=True):
+        assert np.allclose(a, b, rtol=1e-4, atol=1e-9)
+
+
+def _traced_apply(opt, variables):
+    import tensorflow as tf
+
+    @tf.function
+    def step(gradients):  # The variables are captured, as in a training step.
+        opt.apply(gradients, variables)
+
+    return step
+
+
+def test_optimizers_that_are_not_fused_are_returned_unchanged() -> None:
+    for opt in (keras.optimizers.RMSprop(), keras.optimizers.Adam(amsgrad=True),
+                keras.optimizers.SGD(momentum=0.0),
+                keras.optimizers.SGD(momentum=0.9, nesterov=True)):
+        assert fuse_updates(opt) is opt and "_backend_update_step" not in vars(opt)
+
+
+def test_a_trained_model_saves_and_loads_with_a_plain_keras_optimizer(digits, tmp_path) -> None:
+    model = fresh_model(ARCH, digits, ONE_EPOCH, seed=0)
+    train_model(model, digits, ONE_EPOCH, seed=0)
+    assert "_backend_update_step" in vars(model.optimizer)  # This training was fused.
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert type(loaded.optimizer) is keras.optimizers.Adam
+    assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy()) > 0
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables, strict=True):
+        assert np.array_equal(a.numpy(), b.numpy())  # The slots the fused ops updated.

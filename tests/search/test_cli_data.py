@@ -196,7 +196,8 @@ def test_image_folder_search_export_and_resume(workdir, capsys, tmp_path) -> Non
     code, out, err = run(capsys, *args, "--trials", "2")
     assert code == 0 and "resuming" in out, err
     out_dir = tmp_path / "models"
-    code, _, err = run(capsys, "export", "--storage", storage, "--study", "f", "--out", str(out_dir))
+    code, _, err = run(capsys, "export", "--storage", storage, "--study", "f",
+                       "--out", str(out_dir))
     assert code == 0, err
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert manifest["data_options"] == {"image_size": [16, 16]}

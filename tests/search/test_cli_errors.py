@@ -23,7 +23,8 @@ def _tree(path: Path) -> dict[str, str]:
 def existing(tmp_path_factory) -> Path:
     """A folder with a real study in `ok.db`, a non-database and a space file."""
     where = tmp_path_factory.mktemp("errors")
-    assert main(["search", "--storage", f"sqlite:///{where / 'ok.db'}", "--study", "ok", *TINY]) == 0
+    ok = f"sqlite:///{where / 'ok.db'}"
+    assert main(["search", "--storage", ok, "--study", "ok", *TINY]) == 0
     (where / "notes.db").write_bytes(b"these are my thesis notes, not a database\n" * 50)
     (where / "bad_space.toml").write_text("points = 3\nops = ['max', 'maxpool']\n")
     (where / "broken.npz").write_bytes(b"not a zip")

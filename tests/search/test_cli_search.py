@@ -85,7 +85,8 @@ def test_front_formats_agree(searched, capsys, monkeypatch) -> None:
     code, text, _ = run(capsys, "front", "--storage", storage, "--study", "s", "--format", "json")
     rows = json.loads(text)
     code, text, _ = run(capsys, "front", "--storage", storage, "--study", "s", "--format", "csv")
-    assert [int(r["trial"]) for r in csv.DictReader(io.StringIO(text))] == [r["trial"] for r in rows]
+    listed = [int(r["trial"]) for r in csv.DictReader(io.StringIO(text))]
+    assert listed == [r["trial"] for r in rows]
     flops = [r["flops"] for r in rows]
     accuracies = [r["accuracy"] for r in rows]
     assert flops == sorted(flops) and accuracies == sorted(accuracies)  # a real front
@@ -181,7 +182,8 @@ def test_duplicates_are_not_trained_again(tmp_path, capsys) -> None:
     assert code == 0
     trials = optuna.load_study(study_name="d", storage=storage).get_trials()
     assert len(trials) == 5
-    originals = {t.user_attrs["architecture"]: t for t in trials if "duplicate_of" not in t.user_attrs}
+    originals = {t.user_attrs["architecture"]: t for t in trials
+                 if "duplicate_of" not in t.user_attrs}
     assert len(originals) == 2
     for t in trials:
         if "duplicate_of" in t.user_attrs:
