@@ -129,24 +129,29 @@ def _fresh_model(arch, data, seed: int):
                        input_scale=data.input_scale, input_offset=data.input_offset)
 
 
-def train_row(arch, data, budget, *, seeds=SEEDS) -> dict[str, Any]:
+def train_row(arch, data, budget, *, seeds=SEEDS, fused: bool = False) -> dict[str, Any]:
     """Train ``arch`` once per seed and return its table row.
 
     The first seed's model is compiled and traced once; every further seed reloads that
     model's variables with the initial weights its own seed gives and the optimizer's initial
     state, then trains again with the traced step (no retracing). Seed ``s`` initialises the
     weights and orders the batches, as ``evaluate_architecture(..., seed=seeds[0])`` with
-    ``repeats=len(seeds)`` does.
+    ``repeats=len(seeds)`` does. The published table was trained with Keras' own optimizer
+    update (``fused=False``, before the evaluator fused it); ``fused=True`` applies
+    ``poolnas.evaluators.fuse_updates`` as the evaluator does now, which agrees with Keras'
+    update up to float rounding (docs/benchmarks.md, "Trial throughput").
     """
     import keras
     import numpy as np
 
-    from poolnas.evaluators import count_cost
+    from poolnas.evaluators import count_cost, fuse_updates
 
     keras.backend.clear_session()
     model = _fresh_model(arch, data, seeds[0])
     cost = count_cost(model)
-    model.compile(optimizer=budget.make_optimizer(), loss="sparse_categorical_crossentropy")
+    optimizer = budget.make_optimizer()
+    model.compile(optimizer=fuse_updates(optimizer) if fused else optimizer,
+                  loss="sparse_categorical_crossentropy")
     model.optimizer.build(model.trainable_variables)
     optimizer_start = [v.numpy() for v in model.optimizer.variables]
     images = np.concatenate([data.x_val, data.x_test]).astype("float32")

@@ -13,6 +13,7 @@ from poolnas.evaluators._training import (
     TrialDiverged,
     evaluate_architecture,
     fresh_model,
+    fuse_updates,
     retrain_and_test,
     train_model,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "count_cost",
     "evaluate_architecture",
     "fresh_model",
+    "fuse_updates",
     "layer_costs",
     "load_dataset",
     "point_costs",

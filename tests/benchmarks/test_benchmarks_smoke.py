@@ -18,6 +18,7 @@ import flops_check  # noqa: E402
 import poolbench  # noqa: E402
 import replay  # noqa: E402
 import throughput  # noqa: E402
+import trial_overhead  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_train_row_matches_the_evaluator(data):
 
     arch = next(iter(poolbench.bench_space(quick=True)))
     budget = Budget(epochs=1)
-    row = poolbench.train_row(arch, data, budget, seeds=(0, 1))
+    row = poolbench.train_row(arch, data, budget, seeds=(0, 1), fused=True)
     assert row["key"] == arch.key and len(row["val_acc"]) == len(row["test_acc"]) == 2
     # One traced step serves every seed; the second seed, trained after reloading its initial
     # weights and the optimizer's state, is exactly the evaluator's training with that seed.
@@ -125,6 +126,19 @@ def test_replay_refuses_an_incomplete_table(tmp_path):
 def test_flops_check_quick(capsys):
     assert flops_check.main(["--quick", "--limit", "2"]) == 0
     assert "2 equal, 0 different" in capsys.readouterr().out
+
+
+def test_trial_overhead_quick(tmp_path, capsys):
+    assert trial_overhead.main(["--quick", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    for heading in ("optimizer update", "clear_session after a build", "study on the default"):
+        assert heading in out
+    result = json.loads((tmp_path / "o.json").read_text())
+    assert sorted(r["fused"] for r in result["update"]) == [False, False, True, True]
+    assert {r["frozen"] for r in result["gc"]} == {False, True}
+    new, resume = result["study"]["new"], result["study"]["resume"]
+    assert new["models_built"] > 0 and resume["models_built"] == 0
+    assert new["reference_flops"] == resume["reference_flops"]
 
 
 def test_throughput_contenders_and_summary(tmp_path):

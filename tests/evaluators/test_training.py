@@ -17,12 +17,12 @@ from poolnas.evaluators import (
     count_cost,
     evaluate_architecture,
     fresh_model,
+    fuse_updates,
     load_dataset,
     point_costs,
     retrain_and_test,
     train_model,
 )
-from poolnas.evaluators._training import fuse_updates
 from poolnas.spaces import Architecture, PoolnasError, build_model
 
 #: A small network, so a trial is mostly the (unavoidable) first-step tracing.
@@ -244,3 +244,24 @@ def test_a_trained_model_saves_and_loads_with_a_plain_keras_optimizer(digits, tm
     assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy()) > 0
     for a, b in zip(loaded.optimizer.variables, model.optimizer.variables, strict=True):
         assert np.array_equal(a.numpy(), b.numpy())  # The slots the fused ops updated.
+
+
+def test_fused_training_leaves_no_gradient_function_behind(digits) -> None:
+    from tensorflow.python.framework import ops
+
+    registry = ops._gradient_registry._registry
+
+    def registered() -> int:
+        return sum(name.startswith("CustomGradient-") for name in registry)
+
+    counts = {}
+    for fused in (True, False):
+        before = registered()
+        model = fresh_model(ARCH, digits, ONE_EPOCH, seed=0)
+        optimizer = ONE_EPOCH.make_optimizer()
+        model.compile(optimizer=fuse_updates(optimizer) if fused else optimizer,
+                      loss="sparse_categorical_crossentropy")
+        model.fit(digits.train_dataset(128), epochs=1, verbose=0, shuffle=False)
+        counts[fused] = registered() - before
+    # Keras' own update keeps the traced step alive through the registry; the fused one does not.
+    assert counts == {True: 0, False: counts[False]} and counts[False] > 0

@@ -1,0 +1,183 @@
+"""Where a short trial's fixed overhead went: each change measured against what it replaced.
+
+Three side-by-side measurements in one process, digits, poolnas' default budget (5 epochs,
+batch 64, Adam 3e-3) on architectures of the default space:
+
+- ``update``: the training step with poolnas' fused optimizer update
+  (:func:`poolnas.evaluators.fuse_updates`) vs Keras' own update, alternating per architecture
+  (the order flips every architecture): first epoch (the trace), a steady epoch, the whole
+  ``fit``, and the validation accuracy of both (equal up to float rounding of the update).
+- ``gc``: ``keras.backend.clear_session()`` (a full garbage collection) after a model build,
+  with the start-up objects frozen (:func:`poolnas.spaces.freeze_startup_objects`, what a
+  search does) vs not, alternating (``gc.unfreeze()`` in between).
+- ``study``: a new study on the default space (``SearchRunner`` on a fresh SQLite file: the
+  hypervolume reference and the surrogate sampler's FLOPs table) vs resuming it, with the
+  number of models each builds.
+
+    python benchmarks/trial_overhead.py                  # 6 architectures, 20 clears
+    python benchmarks/trial_overhead.py --quick          # 2 architectures, 2 epochs, 4 clears
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _fit(model, data, budget, *, fused: bool) -> dict[str, float]:
+    import keras
+    import numpy as np
+
+    from poolnas.evaluators import fuse_updates
+
+    keras.utils.set_random_seed(0)
+    optimizer = budget.make_optimizer()
+    model.compile(optimizer=fuse_updates(optimizer) if fused else optimizer,
+                  loss="sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    epochs: list[float] = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epochs.append(time.perf_counter() - self.start)
+
+    tick = time.perf_counter()
+    model.fit(data.train_dataset(budget.batch_size, seed=0), epochs=budget.epochs, verbose=0,
+              shuffle=False, callbacks=[Timer()])
+    fit = time.perf_counter() - tick
+    predicted = np.asarray(model(data.x_val.astype("float32"), training=False)).argmax(axis=1)
+    return {"first_epoch": epochs[0],
+            "steady_epoch": statistics.median(epochs[1:]) if len(epochs) > 1 else float("nan"),
+            "fit": fit, "val_acc": float((predicted == data.y_val).mean())}
+
+
+def measure_update(data, budget, archs) -> list[dict[str, Any]]:
+    from poolnas.evaluators import fresh_model
+
+    rows = []
+    for i, arch in enumerate(archs):
+        for fused in ((True, False) if i % 2 == 0 else (False, True)):
+            model = fresh_model(arch, data, budget, seed=0)
+            rows.append({"arch": arch.key, "fused": fused, **_fit(model, data, budget,
+                                                                  fused=fused)})
+    return rows
+
+
+def measure_gc(data, archs, clears: int) -> list[dict[str, Any]]:
+    import keras
+
+    from poolnas.spaces import build_model
+
+    rows = []
+    for i in range(clears):
+        frozen = i % 2 == 0
+        if frozen:
+            gc.collect()
+            gc.freeze()
+        model = build_model(archs[i % len(archs)], data.input_shape, data.num_classes)
+        del model
+        tracked = len(gc.get_objects())
+        tick = time.perf_counter()
+        keras.backend.clear_session()
+        rows.append({"frozen": frozen, "clear_session": time.perf_counter() - tick,
+                     "tracked_objects": tracked, "frozen_objects": gc.get_freeze_count()})
+        gc.unfreeze()
+    return rows
+
+
+def measure_study(workdir: Path) -> dict[str, Any]:
+    from poolnas.search import SearchConfig, SearchRunner
+    from poolnas.spaces import SearchSpace
+
+    space = SearchSpace()
+    config = SearchConfig(storage=f"sqlite:///{workdir / 'setup.db'}", study="setup", space=space,
+                          trials=1)
+    result = {}
+    for phase in ("new", "resume"):
+        tick = time.perf_counter()
+        runner = SearchRunner(config)
+        seconds = time.perf_counter() - tick
+        built = sum(runner.costs.known(a) is not None for a in space)
+        result[phase] = {"seconds": seconds, "models_built": built,
+                         "reference_flops": runner.reference_flops}
+        runner.handle.close()
+    return result
+
+
+def summarise(update, clears, study) -> str:
+    def med(rows, key, **where):
+        values = [r[key] for r in rows if all(r[k] == v for k, v in where.items())]
+        return statistics.median(values)
+
+    lines = ["| optimizer update | first epoch s | steady epoch s | fit s | val. accuracy |",
+             "|---|---:|---:|---:|---:|"]
+    for fused, name in ((False, "Keras' own"), (True, "fused (poolnas)")):
+        accuracy = statistics.fmean(r["val_acc"] for r in update if r["fused"] == fused)
+        lines.append(f"| {name} | {med(update, 'first_epoch', fused=fused):.3f} | "
+                     f"{med(update, 'steady_epoch', fused=fused):.3f} | "
+                     f"{med(update, 'fit', fused=fused):.3f} | {accuracy:.4f} |")
+    ratio = med(update, "first_epoch", fused=True) / med(update, "first_epoch", fused=False)
+    saved = med(update, "fit", fused=False) - med(update, "fit", fused=True)
+    lines.append(f"\nFused / Keras' first epoch: {ratio:.2f}; fit {saved:+.3f} s saved per "
+                 f"training (medians over {len(update) // 2} architectures).\n")
+    lines += ["| clear_session after a build | seconds (median) | objects the collector tracks |",
+              "|---|---:|---:|"]
+    for frozen, name in ((False, "start-up objects not frozen"), (True, "frozen (poolnas)")):
+        lines.append(f"| {name} | {med(clears, 'clear_session', frozen=frozen):.4f} | "
+                     f"{int(med(clears, 'tracked_objects', frozen=frozen)):,} |")
+    lines += ["", "| study on the default space | seconds | models built | reference FLOPs |",
+              "|---|---:|---:|---:|"]
+    for phase in ("new", "resume"):
+        s = study[phase]
+        lines.append(f"| {phase} | {s['seconds']:.2f} | {s['models_built']} | "
+                     f"{s['reference_flops']:,} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 architectures, 2 epochs")
+    parser.add_argument("--archs", type=int, default=6)
+    parser.add_argument("--clears", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=None, help="also write <out>.md/.json")
+    args = parser.parse_args(argv)
+
+    import keras  # noqa: F401  (TensorFlow's import is not part of any figure)
+
+    from poolnas.evaluators import Budget, load_dataset
+    from poolnas.spaces import SearchSpace
+
+    data = load_dataset("digits", seed=0)
+    budget = Budget(epochs=2 if args.quick else 5)
+    n = 2 if args.quick else args.archs
+    space = list(SearchSpace())
+    archs = space[:: max(1, len(space) // n)][:n]
+    with tempfile.TemporaryDirectory() as workdir:
+        study = measure_study(Path(workdir))  # First: it freezes the start-up objects.
+    clears = measure_gc(data, archs, 4 if args.quick else args.clears)
+    gc.collect()
+    gc.freeze()  # As in a search, for both sides of the update comparison.
+    update = measure_update(data, budget, archs)
+    text = summarise(update, clears, study)
+    print(text)
+    if args.out is not None:
+        args.out.with_suffix(".md").write_text(text + "\n")
+        args.out.with_suffix(".json").write_text(json.dumps(
+            {"update": update, "gc": clears, "study": study, "epochs": budget.epochs}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
