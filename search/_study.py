@@ -745,10 +745,14 @@ class SearchRunner:
             return "wait"  # Other workers' trials take the remaining slots.
         # The next trial (its number is the count so far: trials are made under the lock) draws
         # with a seed of its own, so that workers on one study, which share --seed, do not
-        # replay each other's draws, and a resumed run does not replay the first one's.
+        # replay each other's draws, and a resumed run does not replay the first one's. Not
+        # the surrogate sampler, which already seeds each trial with the seed and its number,
+        # nor the grid sampler: its seed shuffles the grid, and trial k takes point k of that
+        # order, so every trial, worker and resume must see the one order of the study's seed
+        # (a new order per trial proposed points twice while others were left).
         seed = (self.config.seed * 1_000_003 + len(trials)) % 2**32
-        if not isinstance(self.study.sampler, ParetoSurrogateSampler):
-            # (The surrogate sampler already seeds each trial with the seed and its number.)
+        if not isinstance(self.study.sampler,
+                          (ParetoSurrogateSampler, optuna.samplers.GridSampler)):
             self.study.sampler = self._sampler(seed)
         return "run"
 

@@ -195,6 +195,19 @@ def test_duplicates_are_not_trained_again(tmp_path, capsys) -> None:
     assert "same as trial" in out
 
 
+def test_grid_visits_every_architecture_once_across_a_resume(tmp_path, capsys) -> None:
+    space = tmp_path / "four.toml"
+    space.write_text('points = 2\nops = ["max", "avg"]\nskips = ["none"]\nwidths = [8, 16, 32]\n')
+    storage = f"sqlite:///{tmp_path / 'g.db'}"
+    args = ["search", "--storage", storage, "--study", "g", "--sampler", "grid",
+            "--space", str(space), *TINY, "--quiet"]
+    assert run(capsys, *args, "--trials", "2")[0] == 0
+    assert run(capsys, *args, "--trials", "4")[0] == 0  # Resumed: the same grid order.
+    trials = optuna.load_study(study_name="g", storage=storage).get_trials()
+    assert len({t.user_attrs["architecture"] for t in trials}) == len(trials) == 4
+    assert not [t for t in trials if "duplicate_of" in t.user_attrs]
+
+
 def test_max_flops_marks_infeasible_without_training(tmp_path, capsys) -> None:
     storage = f"sqlite:///{tmp_path / 'f.db'}"
     code, out, _ = run(capsys, "search", "--storage", storage, "--study", "f", "--trials", "3",
