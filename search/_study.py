@@ -656,6 +656,20 @@ class SearchRunner:
         if done >= self.config.trials or self._failures >= MAX_CONSECUTIVE_FAILURES:
             self._stop_optimizing(study)
 
+    def _report_failed(self, trial: optuna.trial.FrozenTrial, note: str) -> None:
+        """The progress line of a trial failed outside the objective (its worker died)."""
+        import optuna
+
+        trials = self.study.get_trials(deepcopy=False)
+        front = pareto_front(trials)
+        self.report(TrialReport(
+            number=trial.number, key=trial.user_attrs.get("architecture", "?"), state="fail",
+            note=note, front_size=len(front),
+            best_accuracy=max((t.values[0] for t in front), default=None),
+            done=sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials),
+            total=self.config.trials,
+        ))
+
     def _stop_optimizing(self, study: optuna.Study) -> None:
         """End ``study.optimize`` after this trial (the KerasTuner engine stops its tuner)."""
         study.stop()
@@ -732,11 +746,8 @@ class SearchRunner:
         for number in reclaim_dead_trials(self.study, grace_period=2 * self.config.heartbeat,
                                           here=self.identity):
             dead = self.study.trials[number]
-            self.report(TrialReport(
-                number=number, key=dead.user_attrs.get("architecture", "?"), state="fail",
-                note=dead.user_attrs.get("fail_reason", "its worker stopped sending heartbeats")
-                + "; queued again", done=self.complete_trials(), total=self.config.trials,
-            ))
+            self._report_failed(dead, dead.user_attrs.get(
+                "fail_reason", "its worker stopped sending heartbeats") + "; queued again")
         trials = self.study.get_trials(deepcopy=False)
         complete = sum(t.state == state.COMPLETE for t in trials)
         if complete >= self.config.trials:
@@ -777,12 +788,8 @@ class SearchRunner:
                 self.study._storage.get_trial(self._current_trial)
             if taken is None or taken.state != optuna.trial.TrialState.FAIL:
                 raise
-            self.report(TrialReport(
-                number=taken.number, key=taken.user_attrs.get("architecture", "?"),
-                state="fail", note="another worker took it for dead (its heartbeat was late; "
-                "raise --heartbeat); it is queued again", done=self.complete_trials(),
-                total=self.config.trials,
-            ))
+            self._report_failed(taken, "another worker took it for dead (its heartbeat was "
+                                "late; raise --heartbeat); it is queued again")
 
     def _queue_interrupted_trial(self) -> None:
         """Queue the trial a signal interrupted again, so that a resume trains it first."""

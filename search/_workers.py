@@ -259,7 +259,8 @@ class AttrHeartbeat:
 
 
 def reclaim_dead_trials(study: optuna.Study, *, grace_period: float,
-                        here: WorkerIdentity | None = None) -> list[int]:
+                        here: WorkerIdentity | None = None,
+                        queue_again: bool = True) -> list[int]:
     """Fail the running trials of ``study`` whose worker is gone, and queue each again.
 
     Safe when several workers reclaim at once: a trial is failed (and queued) by one of them.
@@ -269,13 +270,16 @@ def reclaim_dead_trials(study: optuna.Study, *, grace_period: float,
         grace_period: Seconds without a heartbeat (or, for a trial that never named its
             worker, since it started) before a trial counts as dead.
         here: This worker's identity (default: this process).
+        queue_again: False: only fail them (for a search whose candidates come from
+            elsewhere, e.g. a KerasTuner tuner, which would never run a queued trial). Then
+            only trials whose process on this machine is gone are failed.
 
     Returns:
         The numbers of the trials failed here.
     """
     here = here or WorkerIdentity.current()
     storage = study._storage
-    retry = retry_callback(storage)
+    retry = retry_callback(storage) if queue_again else None
     seen = getattr(retry, "reclaimed", [])
     optuna_heartbeat = has_optuna_heartbeat(storage)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -287,7 +291,7 @@ def reclaim_dead_trials(study: optuna.Study, *, grace_period: float,
         elif identity.is_dead(here):
             reason = (f"worker {identity.host} pid {identity.pid} died during the trial "
                       "(killed, crashed or the machine restarted)")
-        elif identity.runs_here(here) or optuna_heartbeat:
+        elif identity.runs_here(here) or optuna_heartbeat or not queue_again:
             continue  # Alive here; elsewhere Optuna's heartbeat tells (below).
         elif (silent := _silent_seconds(trial)) > grace_period:
             reason = (f"no heartbeat from worker {identity.host} pid {identity.pid} for "
@@ -300,8 +304,11 @@ def reclaim_dead_trials(study: optuna.Study, *, grace_period: float,
                 continue
         except UpdateFinishedTrialError:
             continue  # Another worker reclaimed it, or it finished after all.
-        retry(study, storage.get_trial(trial._trial_id))
-    if optuna_heartbeat:
+        if retry is None:
+            seen.append(trial.number)
+        else:
+            retry(study, storage.get_trial(trial._trial_id))
+    if optuna_heartbeat and queue_again:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # Calls ``retry`` for each stale trial.

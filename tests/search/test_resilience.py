@@ -158,6 +158,25 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_budget(
     assert len(trials) == 4
 
 
+def test_kill_9_of_the_keras_tuner_engine_then_the_rerun_fails_the_dead_trial(
+    tmp_path: Path, processes: Callable[..., subprocess.Popen]
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'e.db'}"
+    args = search_args(storage, "e", 2, *TRAINING, "--engine", "keras-tuner")
+    worker = processes(args, "killed")
+    killed = wait_until_training(storage, "e", worker, after_complete=0)
+    worker.kill()
+    worker.wait()
+    rerun = run_cli(args, tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"trial {killed} fail" in rerun.stdout and "died during the trial" in rerun.stdout
+    trials = read_trials(storage, "e")
+    # Failed, not queued: KerasTuner proposes its own candidates and would never run a copy.
+    assert [t["state"] for t in trials].count("COMPLETE") == 2
+    assert [t["number"] for t in trials if t["state"] != "COMPLETE"] == [killed]
+    assert "died" in trials[killed]["attrs"]["fail_reason"]
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_trial_stops_cleanly_and_the_rerun_retries_it(
     signum: int, tmp_path: Path, processes: Callable[..., subprocess.Popen]
