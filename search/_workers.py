@@ -292,7 +292,7 @@ def reclaim_dead_trials(study: optuna.Study, *, grace_period: float,
             reason = (f"worker {identity.host} pid {identity.pid} died during the trial "
                       "(killed, crashed or the machine restarted)")
         elif identity.runs_here(here) or optuna_heartbeat or not queue_again:
-            continue  # Alive here; elsewhere Optuna's heartbeat tells (below).
+            continue  # Alive here; elsewhere Optuna's heartbeat tells (below), or no one.
         elif (silent := _silent_seconds(trial)) > grace_period:
             reason = (f"no heartbeat from worker {identity.host} pid {identity.pid} for "
                       f"{silent:.0f} s (it stopped, or its machine did)")

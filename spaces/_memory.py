@@ -15,10 +15,10 @@ of its graph. Only code that differentiates such a graph again (rare: a gradient
 training step) would miss them, and only registrations made inside the block are touched.
 
 :func:`freeze_startup_objects` is about time, not memory: with TensorFlow loaded a process holds
-~390,000 objects that the garbage collector traverses at every full collection, so each
+~450,000 objects that the garbage collector traverses at every full collection, so each
 ``clear_session()`` (which collects) costs ~0.2 s on a 2-core machine, more than building a
 small model. Moving the objects that exist once everything is imported into the collector's
-permanent generation (``gc.freeze()``) makes that ~0.004 ms (``benchmarks/throughput.py``).
+permanent generation (``gc.freeze()``) makes it ~0.002 s (``benchmarks/trial_overhead.py``).
 """
 
 from __future__ import annotations
