@@ -28,7 +28,7 @@ SPACE = 'points = 2\nops = ["max", "avg", "conv"]\nskips = ["none", "projection"
         "widths = [8, 16, 32]\n"
 TINY = ["--epochs", "1", "--batch-size", "128", "--subset", "300", "--heartbeat", "30"]
 #: Long enough that a signal sent once a trial has begun lands while it trains.
-TRAINING = ["--epochs", "3", "--batch-size", "64", "--subset", "300", "--heartbeat", "30"]
+TRAINING = ["--epochs", "20", "--batch-size", "64", "--subset", "300", "--heartbeat", "30"]
 #: Trials that never finish within a test: a signal finds every running one training, not
 #: being recorded (a trial being recorded is finished first, by design).
 ENDLESS = ["--epochs", "500", "--batch-size", "64", "--subset", "300", "--heartbeat", "30"]
