@@ -29,6 +29,7 @@ import functools
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -153,7 +154,8 @@ class Evaluation:
 
 
 def train_model(
-    model: keras.Model, data: Dataset, budget: Budget, *, seed: int
+    model: keras.Model, data: Dataset, budget: Budget, *, seed: int,
+    interrupted: Callable[[], bool] | None = None,
 ) -> tuple[float, dict[str, Any]]:
     """Compile and train ``model`` on the training split, then score it on validation.
 
@@ -167,6 +169,11 @@ def train_model(
         data: The data set.
         budget: Epochs, batch size, optimizer.
         seed: Seed of the batch order.
+        interrupted: Asked before every training batch; True raises
+            :class:`KeyboardInterrupt` there. A search passes "a stop signal arrived": the
+            exception its signal handler raises can be swallowed, or turned into another error,
+            when it lands inside TensorFlow's C++ code, and this catches the signal at the next
+            batch.
 
     Returns:
         ``(val_accuracy, info)``; ``info`` holds ``seconds`` (``compile``, ``trace``, ``train``,
@@ -176,12 +183,12 @@ def train_model(
     Raises:
         TrialDiverged: A loss became NaN or infinite.
     """
-    return _train_and_score(model, data, budget, seed=seed, split="val")
+    return _train_and_score(model, data, budget, seed=seed, split="val", interrupted=interrupted)
 
 
 def evaluate_architecture(
     arch: Architecture, data: Dataset, budget: Budget, *, seed: int,
-    model: keras.Model | None = None,
+    model: keras.Model | None = None, interrupted: Callable[[], bool] | None = None,
 ) -> Evaluation:
     """Build, cost, train and validate ``arch``: one search trial.
 
@@ -197,6 +204,7 @@ def evaluate_architecture(
         model: The first repeat's model, already built by :func:`fresh_model` with ``seed``
             (a search builds it to count its cost before deciding to train it); None: built
             here.
+        interrupted: As for :func:`train_model`.
 
     Returns:
         The :class:`Evaluation`.
@@ -221,7 +229,8 @@ def evaluate_architecture(
             tick = time.perf_counter()
             cost = count_cost(model)
             seconds["cost"] += time.perf_counter() - tick
-        accuracy, info = train_model(model, data, budget, seed=seed + repeat)
+        accuracy, info = train_model(model, data, budget, seed=seed + repeat,
+                                     interrupted=interrupted)
         accuracies.append(accuracy)
         for phase, value in info["seconds"].items():
             seconds[phase] += value
@@ -365,11 +374,17 @@ def _monitor_class() -> type:
     import keras
 
     class Monitor(keras.callbacks.Callback):
-        def __init__(self):
+        def __init__(self, interrupted=None):
             super().__init__()
             self.epoch_seconds: list[float] = []
             self.diverged: tuple[int, float] | None = None
             self._start = 0.0
+            self._interrupted = interrupted
+
+        def on_train_batch_begin(self, batch, logs=None):
+            # (A batch-begin hook keeps Keras' asynchronous logs: only batch-end hooks sync.)
+            if self._interrupted is not None and self._interrupted():
+                raise KeyboardInterrupt("stopped")
 
         def on_epoch_begin(self, epoch, logs=None):
             self._start = time.perf_counter()
@@ -416,7 +431,8 @@ def _score(model: keras.Model, batches) -> dict[str, float]:
 
 
 def _train_and_score(
-    model: keras.Model, data: Dataset, budget: Budget, *, seed: int, split: str
+    model: keras.Model, data: Dataset, budget: Budget, *, seed: int, split: str,
+    interrupted: Callable[[], bool] | None = None,
 ) -> tuple[float, dict[str, Any]]:
     import keras
 
@@ -434,7 +450,7 @@ def _train_and_score(
     model.optimizer.build(model.trainable_variables)
     compile_seconds = time.perf_counter() - tick
 
-    monitor = _monitor_class()()
+    monitor = _monitor_class()(interrupted)
     tick = time.perf_counter()
     # TensorFlow would keep each traced training step (about 15 MiB for a digits model) for the
     # life of the process when Keras' own update registers it; fused updates register nothing,

@@ -586,7 +586,7 @@ class SearchRunner:
             return 0.0, float(cost.flops)
 
         evaluation = evaluate_architecture(arch, self.data, self.config.budget, seed=seed,
-                                           model=model)
+                                           model=model, interrupted=self.stop.signalled)
         del model
         stored_at = time.perf_counter()
         artifact_id = self._save_model(trial, evaluation.model, arch)
@@ -805,6 +805,14 @@ class SearchRunner:
         if frozen.state == optuna.trial.TrialState.FAIL:
             retry_callback(storage)(self.study, frozen)
 
+    def _stopped_by(self, error: BaseException) -> str:
+        """``stopped by SIGINT`` (the signal that stopped the trial), else the error's text."""
+        if self.stop.signal is not None:
+            import signal
+
+            return f"stopped by {signal.Signals(self.stop.signal).name}"
+        return str(error) or "KeyboardInterrupt"
+
     def _objective_recording_failures(self, trial: optuna.Trial) -> tuple[float, float]:
         self._current_trial = trial._trial_id
         try:
@@ -820,9 +828,16 @@ class SearchRunner:
                 return self.objective(trial)
         except KeyboardInterrupt as error:
             self._interrupted_trial = trial._trial_id
-            trial.set_user_attr("fail_reason", f"interrupted: {error or 'KeyboardInterrupt'}")
+            trial.set_user_attr("fail_reason", f"interrupted: {self._stopped_by(error)}")
             raise
         except Exception as error:
+            if self.stop.signal is not None:
+                # The handler's KeyboardInterrupt landed inside TensorFlow's C++ code, which
+                # turned it into another error (seen: a TypeError from nest.flatten).
+                why = self._stopped_by(error)
+                self._interrupted_trial = trial._trial_id
+                trial.set_user_attr("fail_reason", f"interrupted: {why}")
+                raise KeyboardInterrupt(why) from error
             reason = f"{type(error).__name__}: {error}".strip()
             trial.set_user_attr("fail_reason", reason.splitlines()[0][:500] if reason else "error")
             raise

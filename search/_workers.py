@@ -341,6 +341,11 @@ class GracefulStop:
         """Whether a signal or :meth:`request` asked the search to stop."""
         return self.signal is not None or self._requested.is_set()
 
+    def signalled(self) -> bool:
+        """Whether SIGINT or SIGTERM arrived (not :meth:`request`): for the evaluator's check
+        before each training batch, in case the exception raised by the handler was lost."""
+        return self.signal is not None
+
     def request(self) -> None:
         """Ask the search to stop before its next trial (thread-safe)."""
         self._requested.set()

@@ -265,3 +265,19 @@ def test_fused_training_leaves_no_gradient_function_behind(digits) -> None:
         counts[fused] = registered() - before
     # Keras' own update keeps the traced step alive through the registry; the fused one does not.
     assert counts == {True: 0, False: counts[False]} and counts[False] > 0
+
+
+def test_interrupted_is_asked_before_every_batch_and_stops_training(digits) -> None:
+    asked = []
+
+    def interrupted() -> bool:
+        asked.append(1)
+        return len(asked) > 3  # A signal arrives during the third batch.
+
+    model = fresh_model(ARCH, digits, ONE_EPOCH, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(model, digits, ONE_EPOCH, seed=0, interrupted=interrupted)
+    assert len(asked) == 4
+    calm = fresh_model(ARCH, digits, ONE_EPOCH, seed=0)
+    accuracy, _ = train_model(calm, digits, ONE_EPOCH, seed=0, interrupted=lambda: False)
+    assert 0.0 <= accuracy <= 1.0

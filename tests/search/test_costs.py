@@ -75,3 +75,4 @@ def test_a_study_whose_stored_table_does_not_fit_is_counted_again(stored, tmp_pa
     assert [a for a in SPACE if resumed.costs.known(a) is not None]  # Counted from models.
     first.handle.close()
     resumed.handle.close()
+

@@ -22,6 +22,8 @@ from optuna.trial import TrialState
 from poolnas.search import (
     GracefulStop,
     RetryKilledTrial,
+    SearchConfig,
+    SearchRunner,
     StudyLock,
     WorkerIdentity,
     load_study,
@@ -29,6 +31,7 @@ from poolnas.search import (
     reclaim_dead_trials,
 )
 from poolnas.search._workers import WORKER_ATTR, AttrHeartbeat, thread_split
+from poolnas.spaces import SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -350,3 +353,23 @@ def test_graceful_stop_request_from_another_thread() -> None:
     thread.join()
     assert stop.stopping and stop.signal is None
     stop.wait(600)  # Returns at once: the stop was requested (a broken wait hangs the test).
+
+
+def test_a_signal_turned_into_another_error_by_tensorflow_still_interrupts(tmp_path: Path) -> None:
+    space = SearchSpace(points=1, ops=("max", "conv"), skips=("none",))
+    config = SearchConfig(storage=f"sqlite:///{tmp_path / 's.db'}", study="s", space=space,
+                          trials=2)
+    runner = SearchRunner(config)
+
+    def objective(trial):  # What TensorFlow's C++ code made of the handler's KeyboardInterrupt.
+        trial.set_user_attr("architecture", runner.config.space.suggest(trial).key)
+        runner.stop.signal = signal.SIGINT
+        raise TypeError
+
+    runner.objective = objective
+    with pytest.raises(KeyboardInterrupt, match="stopped by SIGINT"):
+        runner.run()
+    trials = runner.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs["fail_reason"] == "interrupted: stopped by SIGINT"
+    runner.handle.close()
