@@ -177,19 +177,16 @@ class AdditiveFlops:
     (:meth:`to_json`), so that a resume or another worker does not count it again.
     """
 
-    def __init__(self, base: float, delta: Mapping[tuple[str, Any], float],
-                 names: Sequence[str]) -> None:
+    def __init__(self, base: float, delta: Mapping[tuple[str, Any], float]) -> None:
         self.base = float(base)
         self.delta = {key: float(value) for key, value in delta.items()}
-        self.names = tuple(names)
 
     def __call__(self, choice: Mapping[str, Any]) -> float:
-        return self.base + sum(self.delta.get((name, choice[name]), 0.0) for name in self.names)
+        return self.base + sum(self.delta.get(item, 0.0) for item in choice.items())
 
     def largest(self, parameters: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
         """The choice of ``parameters``' values with the most FLOPs (the first value on ties)."""
-        return {name: max(values, key=lambda v, n=name: (self.delta.get((n, v), 0.0),
-                                                         -list(values).index(v)))
+        return {name: max(values, key=lambda v, n=name: self.delta.get((n, v), 0.0))
                 for name, values in parameters.items()}
 
     def to_json(self) -> dict[str, Any]:
@@ -205,7 +202,7 @@ class AdditiveFlops:
         except (TypeError, KeyError, ValueError):
             return None
         wanted = {(name, v) for name, values in parameters.items() for v in list(values)[1:]}
-        return cls(base, delta, list(parameters)) if set(delta) == wanted else None
+        return cls(base, delta) if set(delta) == wanted else None
 
 
 def additive_flops(space: Any, arch_flops: Callable[[Any], float], *, verify: int = 8,
@@ -236,7 +233,6 @@ def additive_flops(space: Any, arch_flops: Callable[[Any], float], *, verify: in
         base,
         {(name, value): exact({**base_choice, name: value}) - base
          for name, values in params.items() for value in values[1:]},
-        list(params),
     )
     rng = np.random.default_rng(seed)
     for _ in range(verify):
