@@ -656,6 +656,15 @@ class SearchRunner:
         if done >= self.config.trials or self._failures >= MAX_CONSECUTIVE_FAILURES:
             self._stop_optimizing(study)
 
+    def _reclaim_dead_trials(self, *, queue_again: bool = True) -> None:
+        """Fail the trials of dead workers (and queue each again, unless told not to); report
+        each (:func:`~poolnas.search.reclaim_dead_trials`)."""
+        for number in reclaim_dead_trials(self.study, grace_period=2 * self.config.heartbeat,
+                                          here=self.identity, queue_again=queue_again):
+            dead = self.study.trials[number]
+            reason = dead.user_attrs.get("fail_reason", "its worker stopped sending heartbeats")
+            self._report_failed(dead, reason + "; queued again" if queue_again else reason)
+
     def _report_failed(self, trial: optuna.trial.FrozenTrial, note: str) -> None:
         """The progress line of a trial failed outside the objective (its worker died)."""
         import optuna
@@ -743,11 +752,7 @@ class SearchRunner:
         import optuna
 
         state = optuna.trial.TrialState
-        for number in reclaim_dead_trials(self.study, grace_period=2 * self.config.heartbeat,
-                                          here=self.identity):
-            dead = self.study.trials[number]
-            self._report_failed(dead, dead.user_attrs.get(
-                "fail_reason", "its worker stopped sending heartbeats") + "; queued again")
+        self._reclaim_dead_trials()
         trials = self.study.get_trials(deepcopy=False)
         complete = sum(t.state == state.COMPLETE for t in trials)
         if complete >= self.config.trials:

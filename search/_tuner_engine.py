@@ -38,7 +38,6 @@ from poolnas.search._study import (
     rule_out_over_budget,
     save_model_artifact,
 )
-from poolnas.search._workers import reclaim_dead_trials
 from poolnas.spaces import PoolnasError
 
 if TYPE_CHECKING:
@@ -118,10 +117,7 @@ class KerasTunerRunner(SearchRunner):
 
         # A run killed mid-trial left its trial RUNNING; the tuner proposes its own candidates
         # and would never run a queued copy, so it is only failed.
-        for number in reclaim_dead_trials(self.study, grace_period=2 * self.config.heartbeat,
-                                          here=self.identity, queue_again=False):
-            dead = self.study.trials[number]
-            self._report_failed(dead, dead.user_attrs.get("fail_reason", "its worker died"))
+        self._reclaim_dead_trials(queue_again=False)
         remaining = self.config.trials - self.complete_trials()
         if remaining > 0:
             timeout = self.config.timeout
