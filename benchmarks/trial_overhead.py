@@ -25,12 +25,16 @@ import gc
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from throughput import _epoch_timer  # noqa: E402
 
 
 def _fit(model, data, budget, *, fused: bool) -> dict[str, float]:
@@ -44,19 +48,12 @@ def _fit(model, data, budget, *, fused: bool) -> dict[str, float]:
     model.compile(optimizer=fuse_updates(optimizer) if fused else optimizer,
                   loss="sparse_categorical_crossentropy")
     model.optimizer.build(model.trainable_variables)
-    epochs: list[float] = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            epochs.append(time.perf_counter() - self.start)
-
+    timer = _epoch_timer()
     tick = time.perf_counter()
     model.fit(data.train_dataset(budget.batch_size, seed=0), epochs=budget.epochs, verbose=0,
-              shuffle=False, callbacks=[Timer()])
+              shuffle=False, callbacks=[timer])
     fit = time.perf_counter() - tick
+    epochs = timer.seconds
     predicted = np.asarray(model(data.x_val.astype("float32"), training=False)).argmax(axis=1)
     return {"first_epoch": epochs[0],
             "steady_epoch": statistics.median(epochs[1:]) if len(epochs) > 1 else float("nan"),
