@@ -3,7 +3,7 @@
 Three ways to search poolnas' default space on digits, each given the same number of trials and
 the same training budget (epochs, batch size, Adam at 3e-3), with several seeds:
 
-- ``kt-random``: ``keras_tuner.RandomSearch`` with :class:`poolnas.spaces.PoolNASHyperModel`
+- ``kt-random``: ``keras_tuner.RandomSearch`` with :class:`poolnas.search.PoolNASHyperModel`
   (KerasTuner as its users know it: one objective, no FLOPs);
 - ``kt-oracle``: ``keras_tuner.Tuner`` with :class:`poolnas.search.OptunaOracle` (TPE, two
   objectives) and the same hypermodel;
@@ -48,7 +48,7 @@ def bench_space(*, quick: bool):
 
 def logging_hypermodel(space, data, budget, seed: int):
     """A PoolNASHyperModel that also logs each trained architecture's last-epoch accuracy."""
-    from poolnas.spaces import PoolNASHyperModel
+    from poolnas.search.keras_tuner import PoolNASHyperModel
 
     class Logged(PoolNASHyperModel):
         def fit(self, hp, model, *args, **kwargs):
@@ -75,7 +75,8 @@ def run_arm(arm: str, seed: int, data, budget, trials: int, reference: int, cost
     import keras_tuner
     import optuna
 
-    from poolnas.search import OptunaOracle, SearchConfig, SearchRunner
+    from poolnas.search import SearchConfig, SearchRunner
+    from poolnas.search.keras_tuner import OptunaOracle
     from poolnas.spaces import Architecture
 
     started = time.perf_counter()
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     import optuna
 
     from poolnas.evaluators import Budget, load_dataset
-    from poolnas.search._study import CostModel
+    from poolnas.search import CostModel
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_dataset("digits")

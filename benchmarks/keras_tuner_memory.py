@@ -7,7 +7,7 @@ long searches on digits, each in a fresh process, and reads the process's reside
 - ``plain``: the alternative, KerasTuner without the plugin: ``keras_tuner.RandomSearch`` with a
   plain build function that returns the same models (KerasTuner clears the Keras session before
   each build, as it always does);
-- ``random``: ``keras_tuner.RandomSearch`` with :class:`poolnas.spaces.PoolNASHyperModel`;
+- ``random``: ``keras_tuner.RandomSearch`` with :class:`poolnas.search.PoolNASHyperModel`;
 - ``oracle``: ``keras_tuner.Tuner`` with :class:`poolnas.search.OptunaOracle` (SQLite study).
 
 It prints one JSON line per arm and a table: memory just after the warm-up (median of trials
@@ -51,8 +51,8 @@ def run_arm(arm: str, trials: int, epochs: int) -> dict:
     import keras_tuner
 
     from poolnas.evaluators import load_dataset
-    from poolnas.search import OptunaOracle
-    from poolnas.spaces import PoolNASHyperModel, SearchSpace
+    from poolnas.search.keras_tuner import OptunaOracle, PoolNASHyperModel
+    from poolnas.spaces import SearchSpace
 
     data = load_dataset("digits")
     hypermodel = PoolNASHyperModel(SearchSpace(), data.input_shape, data.num_classes,

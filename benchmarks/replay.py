@@ -157,14 +157,14 @@ def _sampler(name: str, space, seed: int, table: Table | None = None):
     """poolnas' sampler for ``name``; ``tpe:n_startup_trials=5`` or ``nsga2:population_size=10``
     tries other settings of the same sampler (the tuning evidence in docs/benchmarks.md).
 
-    ``surrogate`` is :class:`poolnas.search._enumerative.ParetoSurrogateSampler` with the
+    ``surrogate`` is :class:`poolnas.search.ParetoSurrogateSampler` with the
     table's exact FLOPs; ``surrogate:acquisition=thompson;pairwise=1;n_startup_trials=5;
     cheapest_first=0`` tries its settings."""
     import optuna
 
     base, _, options = name.partition(":")
     if base == "surrogate":
-        from poolnas.search._enumerative import ParetoSurrogateSampler
+        from poolnas.search import ParetoSurrogateSampler
 
         settings: dict[str, Any] = {}
         for pair in filter(None, options.split(";")):

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from poolnas.search._pareto import is_feasible, pareto_front
+from poolnas.search import STUDY_ATTR, TrialAttrs, is_feasible, pareto_front
 from poolnas.spaces import OPS, SKIPS, Architecture, PoolnasError
 
 if TYPE_CHECKING:
@@ -231,14 +231,14 @@ def candidates_of(trials: Iterable[FrozenTrial], *,
     for trial in sorted(trials, key=lambda t: t.number):
         if trial.state != TrialState.COMPLETE or not trial.values or len(trial.values) != 2:
             continue
-        key = trial.user_attrs.get("architecture")
+        key = trial.user_attrs.get(TrialAttrs.ARCHITECTURE)
         if not isinstance(key, str) or key in seen:
             continue
         arch = _parse(key)
         if arch is None:
             continue
         seen.add(key)
-        feasible = is_feasible(trial) and "infeasible" not in trial.user_attrs
+        feasible = is_feasible(trial) and TrialAttrs.INFEASIBLE not in trial.user_attrs
         result.append(Candidate(
             number=trial.number, key=key, architecture=arch,
             accuracy=float(trial.values[0]), flops=float(trial.values[1]),
@@ -381,7 +381,7 @@ def study_space(study: optuna.Study) -> SearchSpace | None:
     """The search space a poolnas study recorded (user attr ``poolnas``), or None."""
     from poolnas.spaces import SearchSpace
 
-    settings = study.user_attrs.get("poolnas") or {}
+    settings = study.user_attrs.get(STUDY_ATTR) or {}
     try:
         return SearchSpace.from_dict(settings["space"]) if "space" in settings else None
     except PoolnasError:
@@ -414,14 +414,9 @@ def _flops_phrase(ratio: float) -> str:
     return "the same FLOPs" if round(ratio, 2) == 1.0 else f"{_times(ratio)} the FLOPs"
 
 
-#: How the sentences of :func:`summarise` name each choice (the tables use the key names).
-LABELS = {
-    "max": "max-pool", "avg": "avg-pool", "max3x3": "3x3 max-pool", "avg3x3": "3x3 avg-pool",
-    "conv": "stride-2 conv", "strided": "strided first conv", "blur_max": "blur max-pool",
-    "space_to_depth": "space-to-depth",
-    "none": "no shortcut", "projection": "the projection shortcut",
-    "pool_projection": "the pool-projection shortcut", "pool_pad": "the pool-pad shortcut",
-}
+#: How the sentences of :func:`summarise` name each choice (the tables use the key names):
+#: the catalogue entries' labels.
+LABELS = {name: entry.label for entries in (OPS, SKIPS) for name, entry in entries.items()}
 
 
 def label(choice: str) -> str:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from poolnas.dashboards._analysis import KINDS, ChoiceAnalysis, analyse_study, flops_text
 from poolnas.dashboards._diagram import architecture_png
+from poolnas.search import TrialAttrs, TrialEvent, TrialHooks
 
 if TYPE_CHECKING:
     import optuna
@@ -31,8 +32,6 @@ logger = logging.getLogger("poolnas.dashboards")
 
 #: The id of the study figure in optuna-dashboard; saving it again replaces it.
 CHOICES_FIGURE_ID = "poolnas-choices"
-#: The user attr of a trial that names the artifact id of its architecture picture.
-DIAGRAM_ATTR = "diagram_artifact"
 
 
 def trial_note(arch: Architecture, costs: Sequence[PointCost] | None = None, *,
@@ -119,10 +118,17 @@ def annotate_trial(trial: optuna.Trial, arch: Architecture, *,
                                point_flops=point_flops)
         artifact_id = _upload(trial, artifact_store, png,
                               f"architecture-trial{trial.number:05d}.png", "image/png")
-        trial.set_user_attr(DIAGRAM_ATTR, artifact_id)
+        trial.set_user_attr(TrialAttrs.DIAGRAM_ARTIFACT, artifact_id)
     except Exception as error:
         ok = _warn(f"trial {trial.number}: cannot store the architecture picture", error)
     return ok
+
+
+def annotate(event: TrialEvent) -> bool:
+    """:func:`annotate_trial` as a search hook (``TrialHooks(on_trial=(annotate,))``)."""
+    return annotate_trial(event.trial, event.arch, input_shape=event.input_shape,
+                          num_classes=event.num_classes, artifact_store=event.artifact_store,
+                          remark=event.remark, model=event.model)
 
 
 def _upload(trial: optuna.Trial, store: ArtifactStore, body: bytes, name: str,
@@ -210,3 +216,8 @@ def refresh_study_figures(study: optuna.Study,
         return True
     except Exception as error:
         return _warn(f"study {study.study_name!r}: cannot refresh the dashboard figure", error)
+
+
+#: What the search runs after each trial for optuna-dashboard: the trial's note and picture,
+#: the study's op-choice figure. The CLI passes these to every runner it makes.
+DASHBOARD_HOOKS = TrialHooks(on_trial=(annotate,), on_front=(refresh_study_figures,))

@@ -12,29 +12,17 @@ import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from poolnas.spaces import OPS, SKIPS
+
 if TYPE_CHECKING:
     from poolnas.spaces import Architecture
 
-#: Fill colours by what a box is, so that the same op looks the same in every picture.
+#: Fill colours of the boxes that are not a choice; an op's or a skip's colour (and a skip's
+#: short text) is its catalogue entry's, so the same op looks the same in every picture.
 _COLOURS = {
-    "pool": "#9ecae1",   # max, avg and their 3x3 variants
-    "conv": "#fdae6b",   # conv, strided
-    "other": "#a1d99b",  # blur_max, space_to_depth
     "stage": "#f0f0f0",
-    "skip": "#dadaeb",
-    "none": "#ffffff",
     "io": "#ffffff",
 }
-_POOLS = {"max", "avg", "max3x3", "avg3x3"}
-_CONVS = {"conv", "strided"}
-
-
-def _op_colour(op: str) -> str:
-    if op in _POOLS:
-        return _COLOURS["pool"]
-    if op in _CONVS:
-        return _COLOURS["conv"]
-    return _COLOURS["other"]
 
 
 def _side(size: int | None, halvings: int) -> int | None:
@@ -117,14 +105,13 @@ def architecture_png(arch: Architecture, *, input_shape: Sequence[int] | None = 
         arrow(x, split_y, x + 0.46, split_y)
         ax.plot([x + 0.5], [split_y], marker="o", markersize=3, color="#555555")
         op_right = x + (0.56 if point.residual else 0.92)
-        box(x + 0.08, op_right, branch_y, point.op.replace("_", "\n"), _op_colour(point.op))
+        box(x + 0.08, op_right, branch_y, point.op.replace("_", "\n"), OPS[point.op].colour)
         arrow(x + 0.5, split_y, (x + 0.08 + op_right) / 2, branch_y + 0.3)
         arrow((x + 0.08 + op_right) / 2, branch_y - 0.3, (x + 0.08 + op_right) / 2,
               stage_y + 0.38)
         if point.residual:
-            skip = {"projection": "proj", "pool_projection": "pool\nproj",
-                    "pool_pad": "pool\npad"}.get(point.skip, point.skip)
-            box(x + 0.62, x + 0.92, branch_y, skip, _COLOURS["skip"], size=7)
+            skip = SKIPS[point.skip]
+            box(x + 0.62, x + 0.92, branch_y, skip.short, skip.colour, size=7)
             arrow(x + 0.5, split_y, x + 0.77, branch_y + 0.3)
             arrow(x + 0.77, branch_y - 0.3, x + 0.77, stage_y + 0.38, dashed=True)
             ax.text(x + 0.86, stage_y + 0.5, "+" if point.merge == "add" else "concat",

@@ -19,7 +19,6 @@ import html
 import io
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,14 +33,14 @@ from poolnas.dashboards._analysis import (
     summarise,
 )
 from poolnas.dashboards._diagram import architecture_png
+from poolnas.search import STUDY_ATTR, TrialAttrs, write_file_atomically
 from poolnas.spaces import Architecture, PoolnasError
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from poolnas.search._snapshots import Snapshot
-    from poolnas.search._storage import StorageHandle
+    from poolnas.search import Snapshot, StorageHandle
 
 REPORT = "report.html"
 PARETO_FIGURE = "pareto_front.png"
@@ -215,12 +214,12 @@ class _Raw(str):
 
 def _trial_note(trial: FrozenTrial) -> str:
     attrs = trial.user_attrs
-    if "duplicate_of" in attrs:
-        return f"same architecture as trial {attrs['duplicate_of']}"
-    if "infeasible" in attrs:
-        return f"not trained: {attrs['infeasible']}"
-    if "fail_reason" in attrs:
-        return f"failed: {attrs['fail_reason']}"
+    if TrialAttrs.DUPLICATE_OF in attrs:
+        return f"same architecture as trial {attrs[TrialAttrs.DUPLICATE_OF]}"
+    if TrialAttrs.INFEASIBLE in attrs:
+        return f"not trained: {attrs[TrialAttrs.INFEASIBLE]}"
+    if TrialAttrs.FAIL_REASON in attrs:
+        return f"failed: {attrs[TrialAttrs.FAIL_REASON]}"
     return ""
 
 
@@ -291,7 +290,7 @@ def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: C
     for number in analysis.front:
         trial = by_number[number]
         attrs = trial.user_attrs
-        key = attrs.get("architecture", "?")
+        key = attrs.get(TrialAttrs.ARCHITECTURE, "?")
         front_rows.append([number, f"{trial.values[0]:.4f}", flops_text(trial.values[1]),
                            flops_text(attrs.get("macs")), attrs.get("params", "-"),
                            _Raw(f"<code>{html.escape(key)}</code>")])
@@ -321,13 +320,14 @@ def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: C
         values = t.values if t.values and len(t.values) == 2 else None
         all_rows.append([
             t.number, t.state.name.lower(),
-            "-" if values is None or "infeasible" in t.user_attrs else f"{values[0]:.4f}",
+            "-" if values is None or TrialAttrs.INFEASIBLE in t.user_attrs else f"{values[0]:.4f}",
             "-" if values is None else flops_text(values[1]),
             "yes" if t.number in front_set else "",
             _trial_note(t),
-            _Raw(f"<code>{html.escape(str(t.user_attrs.get('architecture', '-')))}</code>"),
+            _Raw("<code>" + html.escape(str(t.user_attrs.get(TrialAttrs.ARCHITECTURE, "-")))
+                 + "</code>"),
         ])
-        over = "infeasible" in t.user_attrs and t.number in counted
+        over = TrialAttrs.INFEASIBLE in t.user_attrs and t.number in counted
         all_classes.append("front" if t.number in front_set else ("over" if over else ""))
 
     generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -405,7 +405,7 @@ def write_report(handle: StorageHandle, study: optuna.Study, out_dir: str | os.P
         raise PoolnasError(f"the parent directory of --out {str(out)!r} does not exist")
 
     trials = study.get_trials(deepcopy=False)
-    settings = study.user_attrs.get("poolnas") or {}
+    settings = study.user_attrs.get(STUDY_ATTR) or {}
     snapshots = handle.snapshots.history(study.study_name) if handle.snapshots else []
     files = render_report(study_name=study.study_name, trials=trials,
                           analysis=analyse_study(study, trials), settings=settings,
@@ -414,26 +414,8 @@ def write_report(handle: StorageHandle, study: optuna.Study, out_dir: str | os.P
     try:
         out.mkdir(exist_ok=True)
         for name in REPORT_FILES:
-            _write_atomically(out / name, files[name])
+            write_file_atomically(out / name, files[name])
             written.append(out / name)
     except OSError as error:
         raise PoolnasError(f"cannot write to {str(out)!r}: {error.strerror or error}") from None
     return written
-
-
-def _write_atomically(path: Path, body: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # what open() would give, not mkstemp's 0600
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(body)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

@@ -93,7 +93,7 @@ def serve(storage: str, *, host: str = "127.0.0.1", port: int = 8080,
     """
     import optuna_dashboard
 
-    from poolnas.search._storage import open_storage
+    from poolnas.search import open_storage
 
     handle = open_storage(storage, create=False, artifacts=artifacts)
     with handle:

@@ -1,8 +1,10 @@
-"""What a candidate is worth: data sets, training and accuracy, FLOPs/MACs/params."""
+"""What a candidate is worth: data sets, training and accuracy, FLOPs/MACs/params (counted from
+a built model, or in closed form from the architecture or for a whole space)."""
 
 from __future__ import annotations
 
 from poolnas.evaluators._breakdown import PointCost, point_costs
+from poolnas.evaluators._closed_form import architecture_cost, cost_table
 from poolnas.evaluators._data import BUILTIN_DATASETS, Dataset, load_dataset
 from poolnas.evaluators._flops import Cost, LayerCost, count_cost, layer_costs
 from poolnas.evaluators._profiler import profiler_flops
@@ -28,6 +30,8 @@ __all__ = [
     "OPTIMIZERS",
     "PointCost",
     "TrialDiverged",
+    "architecture_cost",
+    "cost_table",
     "count_cost",
     "evaluate_architecture",
     "fresh_model",

@@ -1,8 +1,10 @@
 """Where the FLOPs of an architecture go: per downsampling point, and what other ops would cost.
 
-Layers are grouped by the builder's names: ``stem_*`` and ``stage0_*`` are the stem stage,
-``down{i}_*`` and ``stage{i}_*`` belong to point ``i`` (its op, its shortcut and the stage after
-it), ``global_avg_pool`` and ``classifier`` are the head.
+The parts are the builder's: the stem stage (``rescale``, ``stem_*``, ``stage0_*``), point ``i``
+(``down{i}_*`` and ``stage{i}_*``: its op, its shortcut and the stage after it) and the head
+(``global_avg_pool``, ``classifier``). They are counted in closed form
+(``evaluators/_closed_form.py``), so nothing is built; a model that is already at hand (a
+trained one) is read instead, its layers grouped by those names.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from poolnas.evaluators._closed_form import part_costs
 from poolnas.evaluators._flops import Cost, layer_costs
-from poolnas.spaces import OPS, Architecture, PoolnasError, build_model
+from poolnas.spaces import OPS, Architecture, PoolnasError
 
 if TYPE_CHECKING:
     import keras
@@ -61,27 +64,22 @@ def _grouped_layers(model: keras.Model) -> dict[str, Cost]:
     return groups
 
 
-def _grouped(arch: Architecture, input_shape, num_classes: int) -> dict[str, Cost]:
-    import keras
-
-    model = build_model(arch, input_shape, num_classes)
-    groups = _grouped_layers(model)
-    del model
-    keras.backend.clear_session()
-    return groups
-
-
 def point_costs(arch: Architecture, input_shape, num_classes: int, *,
                 compare: bool = True, model: keras.Model | None = None) -> list[PointCost]:
     """Cost of the stem stage, of every point (op + shortcut + stage) and of the head.
 
     With ``compare``, each point also lists the FLOPs it would have with every other op (the
     rest of the network unchanged; ops that the point's widths rule out are left out).
-    ``model``, if given, is ``arch``'s model already built for this input (a trained one is
-    fine): it is read, not rebuilt; without ``compare`` nothing is built then.
+    Everything is counted in closed form, for a model without input rescaling; ``model``, if
+    given, is ``arch``'s model already built for this input (a trained one is fine): its layers
+    are read instead, so the stem stage includes its ``rescale`` layer if it has one.
     """
-    groups = (_grouped_layers(model) if model is not None
-              else _grouped(arch, input_shape, num_classes))
+    if model is not None:
+        groups = _grouped_layers(model)
+    else:
+        counted = part_costs(arch, input_shape, num_classes)
+        groups = {"stem": counted[0], "head": counted[-1],
+                  **{f"point {i}": cost for i, cost in enumerate(counted[1:-1], start=1)}}
     parts = [PointCost("stem", f"{arch.stem} stem and stage 0", groups.get("stem", Cost()))]
     for index, point in enumerate(arch.points, start=1):
         part = f"point {index}"
@@ -96,7 +94,7 @@ def point_costs(arch: Architecture, input_shape, num_classes: int, *,
                     other = replace(arch, points=tuple(points))
                 except PoolnasError:
                     continue
-                alternatives[op] = _grouped(other, input_shape, num_classes)[part].flops
+                alternatives[op] = part_costs(other, input_shape, num_classes)[index].flops
         label = f"{point.op} ({OPS[point.op].description.split(':')[0]}), skip {point.skip}"
         parts.append(PointCost(part, label, groups[part], alternatives))
     parts.append(PointCost("head", "global average pool and classifier",

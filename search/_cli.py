@@ -1,5 +1,9 @@
 """The ``poolnas`` command line. It parses, calls the library, and prints; nothing else.
 
+This is the one module that composes every folder: it may import ``poolnas.dashboards`` (whose
+notes and figures it subscribes to the search's trial events, :data:`DASHBOARD_HOOKS`), which no
+other module of ``poolnas.search`` does. TensorFlow is imported only by the commands that need it.
+
 Every mistake a user can make ends as one line ``poolnas: error: …`` on stderr and exit status 2,
 with nothing written.
 """
@@ -7,16 +11,55 @@ with nothing written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import os
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from poolnas.spaces import MERGES, OPS, SKIPS, STEMS, PoolnasError
+import optuna
+
+from poolnas.dashboards import (
+    DASHBOARD_HOOKS,
+    analyse_study,
+    answer_text,
+    flops_text,
+    serve,
+    write_report,
+)
+from poolnas.evaluators import Budget, count_cost, point_costs, profiler_flops
+from poolnas.search._config import DEFAULT_STORAGE, SearchConfig
+from poolnas.search._export import MANIFEST, export_trials, trial_record
+from poolnas.search._pareto import pareto_front
+from poolnas.search._pool import (
+    available_cores,
+    configure_threads,
+    quiet_tensorflow,
+    run_with_workers,
+    thread_split,
+)
+from poolnas.search._runner import SearchRunner, announce_if_slow
+from poolnas.search._samplers import SAMPLERS
+from poolnas.search._settings import open_study
+from poolnas.search._signals import interrupt_on_signals, quiet_interrupted_trials
+from poolnas.search._trial_attrs import TrialAttrs
+from poolnas.search.keras_tuner import TUNERS
+from poolnas.spaces import (
+    MERGES,
+    OPS,
+    SKIPS,
+    STEMS,
+    Architecture,
+    PoolnasError,
+    SearchSpace,
+    build_model,
+    check_input_shape,
+)
 
 EXIT_USAGE = 2
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
@@ -103,9 +146,6 @@ def _input_shape(text: str) -> tuple[int, int, int]:
 
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from poolnas.search._study import DEFAULT_STORAGE, SAMPLERS
-    from poolnas.search._tuner_engine import TUNERS
-
     parser = _Parser(
         prog="poolnas",
         description="Search max-pool vs avg-pool vs stride-2 conv (and the shortcut around "
@@ -192,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--trial", type=_non_negative_int, action="append", dest="trials",
                         help="export this trial (repeatable; default: the Pareto front)")
     export.add_argument("--overwrite", action="store_true", help="replace existing files")
+    export.add_argument("--artifacts", default=None,
+                        help="the study's artifact folder (default: beside a SQLite or journal "
+                        "file, or where the search recorded it)")
     export.add_argument("--retrain-epochs", type=_positive_int, default=None, metavar="E",
                         help="retrain each model from scratch on train+val for E epochs, test it "
                         "once on the held-out test split, and write test_accuracy and Kendall's "
@@ -210,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     storage_options(report)
     report.add_argument("--out", required=True, help="output directory")
     report.add_argument("--overwrite", action="store_true", help="replace existing files")
+    report.add_argument("--artifacts", default=None,
+                        help="the study's artifact folder (default: beside a SQLite or journal "
+                        "file, or where the search recorded it)")
 
     space = commands.add_parser("space", help="describe a search space and the catalogue")
     space.add_argument("--space", default=None, help="preset or space file (default: default)")
@@ -236,15 +282,6 @@ def _version() -> str:
 
 
 # ---------------------------------------------------------------------- formatting
-def human_flops(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {unit}"
-    return f"{value:.0f}"
-
-
 def format_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
     """A plain aligned text table; ``columns`` are (key, header)."""
     cells = [[h for _, h in columns]] + [
@@ -257,15 +294,16 @@ def format_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]])
 
 
 def _front_rows(trials) -> list[dict[str, Any]]:
-    from poolnas.search._export import trial_record
-
     rows = []
     for trial in trials:
         record = trial_record(trial)
         std = record["accuracy_std"]
-        record["accuracy_text"] = f"{record['accuracy']:.4f}" + (f" ± {std:.4f}" if std else "")
-        record["flops_text"] = human_flops(record["flops"])
-        record["macs_text"] = human_flops(record["macs"])
+        # With repeats the accuracy is a mean: its spread is shown, a zero one too.
+        repeated = len(trial.user_attrs.get(TrialAttrs.ACCURACIES) or ()) > 1
+        record["accuracy_text"] = f"{record['accuracy']:.4f}" + (
+            f" ± {std or 0.0:.4f}" if repeated else "")
+        record["flops_text"] = flops_text(record["flops"])
+        record["macs_text"] = flops_text(record["macs"])
         rows.append(record)
     return rows
 
@@ -279,11 +317,16 @@ def _print_report(r: Any) -> None:
     """The progress line of one finished trial (a :class:`~poolnas.search.TrialReport`)."""
     accuracy = "-" if r.accuracy is None else f"{r.accuracy:.4f}"
     best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}"
-    flops = "FLOPs -" if r.flops is None else f"{human_flops(r.flops)}FLOPs"
+    flops = "FLOPs -" if r.flops is None else f"{flops_text(r.flops)}FLOPs"
     note = f"  ({r.note})" if r.note else ""
     print(f"[{r.done}/{r.total}] trial {r.number} {r.state}: acc {accuracy}  "
           f"{flops}  {r.seconds:.1f}s  {r.key}{note}  | front {r.front_size},"
           f" best acc {best}", flush=True)
+
+
+def _say(what: str) -> None:
+    """What a slow start-up step is doing, on the progress stream."""
+    print(f"poolnas: {what}", flush=True)
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -292,16 +335,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
         raise PoolnasError("--tuner and --tuner-dir are options of --engine keras-tuner")
     if keras_tuner and args.workers > 1:
         raise PoolnasError("--engine keras-tuner runs one KerasTuner tuner; leave out --workers")
-    _quiet_tensorflow()
-    from poolnas.search._workers import configure_threads, run_with_workers, thread_split
-
+    say = None if args.quiet else _say
+    with announce_if_slow("importing TensorFlow", say):
+        quiet_tensorflow()
     threads = thread_split(args.workers)
+    cores = available_cores()
+    if args.workers > cores:
+        print(f"poolnas: note: {args.workers} workers share {_count(cores, 'core')}; each "
+              f"gets one thread and they slow each other down (--workers {cores} uses them all)",
+              file=sys.stderr, flush=True)
     if args.workers > 1:
         configure_threads(threads)  # Before TensorFlow runs anything in this process.
-    from poolnas.evaluators import Budget
-    from poolnas.search._study import SearchConfig, SearchRunner
-    from poolnas.spaces import SearchSpace
-
     data_options = {k: v for k, v in (("val_fraction", args.val_fraction),
                                       ("subset", args.subset),
                                       ("image_size", args.image_size)) if v is not None}
@@ -317,42 +361,47 @@ def _cmd_search(args: argparse.Namespace) -> int:
     )
     report = None if args.quiet else _print_report
     if keras_tuner:
-        from poolnas.search._tuner_engine import KerasTunerRunner
+        from poolnas.search.keras_tuner import KerasTunerRunner
 
         runner = KerasTunerRunner(config, tuner=args.tuner or "random", directory=args.tuner_dir,
-                                  report=report)
+                                  report=report, hooks=DASHBOARD_HOOKS, announce=say)
         proposer = f"KerasTuner {runner.tuner_name} tuner"
     else:
-        runner = SearchRunner(config, report=report)
+        runner = SearchRunner(config, report=report, hooks=DASHBOARD_HOOKS, announce=say)
         proposer = f"sampler {type(runner.study.sampler).__name__} (--sampler {config.sampler})"
     if not args.quiet:
         data = runner.data
         done = runner.complete_trials()
         action = "resuming" if done else "starting"
-        print(f"{action} study {config.study!r} in {config.storage}: {done}/{config.trials} "
+        print(f"{action} study {config.study!r} in {runner.handle.display_url}: "
+              f"{done}/{config.trials} "
               f"trials done; data {config.dataset} {tuple(data.input_shape)} x "
               f"{len(data.y_train)} train / {len(data.y_val)} val, {data.num_classes} classes; "
               f"space of {config.space.size:,} architectures; {proposer}"
               + (f"; {args.workers} workers x {threads} threads" if args.workers > 1 else ""),
               flush=True)
     front = run_with_workers(runner, args.workers - 1, threads=threads, report=report)
-    print(f"\nPareto front of study {config.study!r} ({len(front)} architectures):")
+    done = runner.complete_trials()
+    if done < config.trials and config.timeout is not None:
+        print(f"\n--timeout {config.timeout:g} s reached: {done}/{config.trials} trials complete; "
+              "run the same command again to continue the study", flush=True)
+    print(f"\nPareto front of study {config.study!r} ({_count(len(front), 'architecture')}):")
     print(format_table(_front_rows(front), _FRONT_COLUMNS))
     return 0
 
 
-def _cmd_front(args: argparse.Namespace) -> int:
-    from poolnas.search._pareto import pareto_front
-    from poolnas.search._study import open_study
+def _count(n: int, noun: str) -> str:
+    """``1 architecture``, ``3 architectures``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
+
+def _cmd_front(args: argparse.Namespace) -> int:
     if args.explain and args.format == "csv":
         raise PoolnasError("--explain prints a table; use it with --format table or json")
     _, study = open_study(args.storage, args.study)
     rows = _front_rows(pareto_front(study.get_trials(deepcopy=False)))
     explained = None
     if args.explain:
-        from poolnas.dashboards import analyse_study
-
         explained = analyse_study(study)
     if args.format == "json":
         keys = ("trial", "architecture", "accuracy", "accuracy_std", "flops", "macs", "params",
@@ -375,20 +424,16 @@ def _cmd_front(args: argparse.Namespace) -> int:
     else:
         print(format_table(rows, _FRONT_COLUMNS))
     if explained is not None and args.format == "table":
-        from poolnas.dashboards import answer_text
-
         print()
         print(answer_text(explained))
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from poolnas.search._export import MANIFEST, export_trials
-    from poolnas.search._study import open_study
-
-    handle, study = open_study(args.storage, args.study)
+    handle, study = open_study(args.storage, args.study, artifacts=args.artifacts,
+                               announce=_say)
     if args.retrain_epochs is not None:
-        _quiet_tensorflow()
+        quiet_tensorflow()
 
     def progress(retrained: Any, done: int, total: int) -> None:
         print(f"retrained trial {retrained.trial} ({done}/{total}): test acc "
@@ -401,7 +446,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         test = model.get("test_accuracy")
         tested = "" if test is None else f"  test acc {test:.4f}"
         print(f"{os.path.join(args.out, model['file'])}  acc {model['accuracy']:.4f}{tested}  "
-              f"{human_flops(model['flops'])}FLOPs  {model['architecture']}")
+              f"{flops_text(model['flops'])}FLOPs  {model['architecture']}")
     print(f"{os.path.join(args.out, MANIFEST)}  ({len(manifest['models'])} models)")
     if args.retrain_epochs is not None:
         tau = manifest["kendall_tau"]
@@ -412,16 +457,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from poolnas.dashboards import serve
-
     return serve(args.storage, host=args.host, port=args.port, artifacts=args.artifacts)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from poolnas.dashboards import write_report
-    from poolnas.search._study import open_study
-
-    handle, study = open_study(args.storage, args.study)
+    handle, study = open_study(args.storage, args.study, artifacts=args.artifacts,
+                               announce=_say)
     with handle:
         for path in write_report(handle, study, args.out, overwrite=args.overwrite):
             print(path)
@@ -429,8 +470,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_space(args: argparse.Namespace) -> int:
-    from poolnas.spaces import SearchSpace
-
     space = SearchSpace.resolve(args.space)
     if args.format == "json":
         print(json.dumps({**space.to_dict(), "size": space.size}, indent=2))
@@ -446,14 +485,9 @@ def _cmd_space(args: argparse.Namespace) -> int:
 
 
 def _cmd_flops(args: argparse.Namespace) -> int:
-    from poolnas.spaces import Architecture, check_input_shape
-
     arch = Architecture.from_key(args.key)
     check_input_shape(arch, args.input_shape)
-    _quiet_tensorflow()
-    from poolnas.evaluators import count_cost, point_costs, profiler_flops
-    from poolnas.spaces import build_model
-
+    quiet_tensorflow()
     model = build_model(arch, args.input_shape, args.classes)
     cost = count_cost(model)
     points = point_costs(arch, args.input_shape, args.classes)
@@ -468,8 +502,8 @@ def _cmd_flops(args: argparse.Namespace) -> int:
         return 0
     print(f"{arch.key}\non {'x'.join(map(str, args.input_shape))} inputs, {args.classes} classes, "
           "batch 1 (TensorFlow profiler convention)")
-    print(f"  FLOPs  {cost.flops:,} ({human_flops(cost.flops)})")
-    print(f"  MACs   {cost.macs:,} ({human_flops(cost.macs)})")
+    print(f"  FLOPs  {cost.flops:,} ({flops_text(cost.flops)})")
+    print(f"  MACs   {cost.macs:,} ({flops_text(cost.macs)})")
     print(f"  params {cost.params:,}")
     for p in points:
         print(f"  {p.explain()}")
@@ -484,43 +518,18 @@ _COMMANDS = {"search": _cmd_search, "front": _cmd_front, "export": _cmd_export,
              "flops": _cmd_flops}
 
 
-def _quiet_tensorflow() -> None:
-    """Import TensorFlow with its start-up chatter (C++ logs on fd 2) silenced."""
-    if "tensorflow" in sys.modules:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                import keras  # noqa: F401
-                import tensorflow as tf
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
-    tf.get_logger().setLevel("ERROR")
-    import absl.logging
-
-    absl.logging.set_verbosity(absl.logging.ERROR)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``poolnas`` console script."""
     args = build_parser().parse_args(argv)
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from poolnas.search._workers import quiet_interrupted_trials
-
     quiet_interrupted_trials()
-    import warnings
-
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    # A search handles SIGTERM like Ctrl-C from its first second (its start then leaves nothing
+    # half made); the dashboard has handlers of its own.
+    signals = interrupt_on_signals() if args.command == "search" else contextlib.nullcontext()
     try:
-        return _COMMANDS[args.command](args)
+        with signals:
+            return _COMMANDS[args.command](args)
     except PoolnasError as error:
         print(f"poolnas: error: {error}", file=sys.stderr)
         return EXIT_USAGE

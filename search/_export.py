@@ -18,13 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import optuna
+
 from poolnas.search._pareto import pareto_front
-from poolnas.search._study import STUDY_ATTR
+from poolnas.search._retrain import kendall_tau, retrain_trials
+from poolnas.search._trial_attrs import STUDY_ATTR, TrialAttrs
 from poolnas.spaces import PoolnasError
 
 if TYPE_CHECKING:
-    import optuna
-
     from poolnas.search._retrain import Retrained
     from poolnas.search._storage import StorageHandle
 
@@ -37,8 +38,6 @@ def select_trials(study: optuna.Study, numbers: list[int] | None) -> list[optuna
     Raises:
         PoolnasError: A number is not a trial of the study, or that trial has no trained model.
     """
-    import optuna
-
     trials = study.get_trials(deepcopy=False)
     if not numbers:
         chosen = pareto_front(trials)
@@ -55,8 +54,8 @@ def select_trials(study: optuna.Study, numbers: list[int] | None) -> list[optuna
             )
         if trial.state != optuna.trial.TrialState.COMPLETE:
             raise PoolnasError(f"trial {number} is {trial.state.name.lower()}, not complete")
-        if "model_artifact" not in trial.user_attrs:
-            why = trial.user_attrs.get("infeasible", "no model was saved")
+        if TrialAttrs.MODEL_ARTIFACT not in trial.user_attrs:
+            why = trial.user_attrs.get(TrialAttrs.INFEASIBLE, "no model was saved")
             raise PoolnasError(f"trial {number} has no trained model ({why})")
         chosen.append(trial)
     return chosen
@@ -67,14 +66,14 @@ def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     attrs = trial.user_attrs
     return {
         "trial": trial.number,
-        "architecture": attrs.get("architecture"),
+        "architecture": attrs.get(TrialAttrs.ARCHITECTURE),
         "accuracy": float(trial.values[0]),
-        "accuracy_std": attrs.get("accuracy_std"),
+        "accuracy_std": attrs.get(TrialAttrs.ACCURACY_STD),
         "flops": int(trial.values[1]),
-        "macs": attrs.get("macs"),
-        "params": attrs.get("params"),
-        "epochs": attrs.get("epochs"),
-        "train_seconds": attrs.get("train_seconds"),
+        "macs": attrs.get(TrialAttrs.MACS),
+        "params": attrs.get(TrialAttrs.PARAMS),
+        "epochs": attrs.get(TrialAttrs.EPOCHS),
+        "train_seconds": attrs.get(TrialAttrs.TRAIN_SECONDS),
     }
 
 
@@ -91,7 +90,9 @@ def export_trials(
     """Write the chosen (default: Pareto-optimal) trials' models and a manifest into ``out_dir``.
 
     Nothing is overwritten unless ``overwrite``: if a target file exists the export stops before
-    writing anything. Files are written to a temporary name and renamed into place.
+    writing anything. With ``overwrite``, the models of an earlier export that the new manifest
+    does not list are removed, so the folder holds exactly what its manifest says. Files are
+    written to a temporary name and renamed into place.
 
     By default the models are the search's trained models (``"weights": "search"``). With
     ``retrain_epochs``, each architecture is first trained afresh on train + validation and
@@ -118,8 +119,6 @@ def export_trials(
         PoolnasError: Bad trial numbers, missing artifacts, existing files, unwritable folder;
             with ``retrain_epochs``, data that cannot be reloaded or a diverged retraining.
     """
-    import optuna
-
     settings = study.user_attrs[STUDY_ATTR]
     chosen = select_trials(study, numbers)
     out = Path(out_dir)
@@ -142,15 +141,13 @@ def export_trials(
     with tempfile.TemporaryDirectory(prefix="poolnas-retrain-") as scratch:
         retrained: dict[int, Retrained] = {}
         if retrain_epochs is not None:
-            from poolnas.search._retrain import retrain_trials
-
             retrained = retrain_trials(study, chosen, epochs=retrain_epochs, into=scratch,
                                        progress=progress)
         try:
             out.mkdir(exist_ok=True)
             models = []
             for trial, name in zip(chosen, names):
-                artifact = trial.user_attrs["model_artifact"]
+                artifact = trial.user_attrs[TrialAttrs.MODEL_ARTIFACT]
                 partial = out / f".{name}.partial"
                 if trial.number in retrained:
                     shutil.copyfile(retrained[trial.number].path, partial)
@@ -188,27 +185,51 @@ def export_trials(
         "models": models,
     }
     if retrain_epochs is not None:
-        from poolnas.search._retrain import kendall_tau
-
         tau = kendall_tau([m["accuracy"] for m in models], [m["test_accuracy"] for m in models])
         manifest.update({
             "retrain_epochs": retrain_epochs,
             "test_examples": next(iter(retrained.values())).test_examples,
             "kendall_tau": tau,
         })
+    stale = _listed_models(out / MANIFEST) - set(names)
     write_json_atomically(out / MANIFEST, manifest)
+    for name in stale:  # An earlier export's models that the new manifest no longer lists.
+        (out / name).unlink(missing_ok=True)
     return manifest
 
 
-def write_json_atomically(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it into place."""
+def _listed_models(manifest: Path) -> set[str]:
+    """The model files an existing manifest lists (none if there is no readable one)."""
+    try:
+        models = json.loads(manifest.read_text(encoding="utf-8")).get("models", [])
+        return {Path(m["file"]).name for m in models if isinstance(m.get("file"), str)}
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return set()
+
+
+def write_file_atomically(path: Path, body: bytes) -> None:
+    """Write ``body`` to a temporary file beside ``path`` and rename it into place.
+
+    The file gets the mode ``open()`` would give it (``0o666`` less the umask), not the
+    ``0o600`` of a temporary file, so a manifest or report is as readable as any other output.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
+        os.chmod(tmp, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(body)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    """:func:`write_file_atomically` of ``data`` as indented JSON."""
+    write_file_atomically(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

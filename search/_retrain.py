@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from poolnas.search._study import STUDY_ATTR, trial_seed
+from poolnas.evaluators import Budget, Dataset, TrialDiverged, load_dataset, retrain_and_test
+from poolnas.search._settings import trial_seed
+from poolnas.search._trial_attrs import STUDY_ATTR, TrialAttrs
 from poolnas.spaces import Architecture, PoolnasError
 
 if TYPE_CHECKING:
     import optuna
-
-    from poolnas.evaluators import Dataset
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,6 @@ def study_data(study: optuna.Study) -> Dataset:
             cannot be loaded (e.g. a relative path read from another folder), or they changed
             since the search (other image shape, classes or scaling).
     """
-    from poolnas.evaluators import load_dataset
-
     settings = study.user_attrs[STUDY_ATTR]
     if "seed" not in settings:
         raise PoolnasError(
@@ -159,8 +157,6 @@ def retrain_trials(
         PoolnasError: ``epochs`` is not a positive integer, the data cannot be reloaded (see
             :func:`study_data`), or a retraining diverged.
     """
-    from poolnas.evaluators import Budget, TrialDiverged, retrain_and_test
-
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise PoolnasError(f"--retrain-epochs must be a positive whole number, got {epochs!r}")
     settings = study.user_attrs[STUDY_ATTR]
@@ -169,9 +165,9 @@ def retrain_trials(
     seed = int(settings["seed"])
     done: dict[int, Retrained] = {}
     by_key: dict[str, Retrained] = {}
-    distinct = len({t.user_attrs.get("architecture") for t in trials})
+    distinct = len({t.user_attrs.get(TrialAttrs.ARCHITECTURE) for t in trials})
     for trial in trials:
-        key = trial.user_attrs["architecture"]
+        key = trial.user_attrs[TrialAttrs.ARCHITECTURE]
         if key in by_key:
             done[trial.number] = by_key[key]
             continue

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from optuna.storages.journal import JournalFileOpenLock, JournalFileSymlinkLock
 from sqlalchemy import exc as sa_exc
 
 from poolnas.spaces import PoolnasError
@@ -431,8 +432,6 @@ class JournalSnapshotStore:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        from optuna.storages.journal import JournalFileOpenLock, JournalFileSymlinkLock
-
         lock_class = JournalFileOpenLock if os.name == "nt" else JournalFileSymlinkLock
         lock = lock_class(str(self._path))
         lock.acquire()

@@ -41,11 +41,15 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import optuna
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.exceptions import ExperimentalWarning, StorageInternalError
+from optuna.storages import JournalStorage, _rdb
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import NullPool
 
+from poolnas.search._reclaim import RetryKilledTrial
 from poolnas.search._snapshots import (
     SCHEMA_VERSION,
     SQLITE_BUSY_TIMEOUT,
@@ -53,7 +57,6 @@ from poolnas.search._snapshots import (
     SnapshotStore,
     newer_schema_error,
 )
-from poolnas.search._workers import RetryKilledTrial
 from poolnas.spaces import PoolnasError
 
 if TYPE_CHECKING:
@@ -123,6 +126,8 @@ class StorageHandle:
     snapshots: SnapshotStore | JournalSnapshotStore
     artifact_dir: Path | None
     _engine: sa.Engine | None = field(default=None, repr=False, compare=False)
+    #: The SQLite file this open created (None: it existed, or it is not SQLite).
+    new_file: Path | None = field(default=None, compare=False)
 
     @property
     def is_journal(self) -> bool:
@@ -132,7 +137,7 @@ class StorageHandle:
     @property
     def display_url(self) -> str:
         """The spec with any password hidden, for messages."""
-        return _display(self.url)
+        return mask_url(self.url)
 
     def artifact_store(self) -> FileSystemArtifactStore:
         """An Optuna artifact store in :attr:`artifact_dir`, created on its first write.
@@ -151,6 +156,21 @@ class StorageHandle:
                 "it for trained weights; pass an artifact directory (--artifacts)"
             )
         return _LazyFileSystemArtifactStore(self.artifact_dir)
+
+    def discard_if_new(self) -> None:
+        """Close, and remove the SQLite file this open created if it holds no study: a search
+        refused or interrupted while starting leaves no file behind."""
+        if self.new_file is None:
+            self.close()
+            return
+        try:
+            empty = not optuna.study.get_all_study_names(self.optuna_storage)
+        except Exception:  # noqa: BLE001 - a file we cannot read back is not ours to keep
+            empty = True
+        self.close()
+        if empty:
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                Path(f"{self.new_file}{suffix}").unlink(missing_ok=True)
 
     def close(self) -> None:
         """Release the database connections (a journal file holds none)."""
@@ -179,13 +199,24 @@ class _LazyFileSystemArtifactStore(FileSystemArtifactStore):
         super().write(artifact_id, content_body)
 
 
-def _display(url: str | sa.URL) -> str:
-    if isinstance(url, str):
-        try:
-            url = sa.make_url(url)
-        except (sa_exc.ArgumentError, ValueError):
-            return url
-    return url.render_as_string(hide_password=True)
+#: A query parameter of a storage URL whose value is a credential (``password``,
+#: ``sslpassword``, ``token``, ``api_key``, …), with its value.
+_SECRET_QUERY = re.compile(
+    r"([?&][^=&\s]*(?:pass|pwd|secret|token|key|auth|credential)[^=&\s]*=)[^&\s]*",
+    re.IGNORECASE)
+#: The password of a URL's user info.
+_USER_PASSWORD = re.compile(r"(://\s*[^/:@\s]*:)[^@\s]*@")
+
+
+def mask_url(url: str | sa.URL) -> str:
+    """A storage spec with every credential hidden: the one way a URL is shown to anyone.
+
+    The password of the user info becomes ``***``, and so does the value of every query
+    parameter whose name looks like a credential (``password``, ``sslpassword``, ``token``,
+    ``api_key``, …). A string that is not a valid URL is masked the same way.
+    """
+    text = url.render_as_string(hide_password=False) if isinstance(url, sa.URL) else url
+    return _SECRET_QUERY.sub(r"\1***", _USER_PASSWORD.sub(r"\1***@", text))
 
 
 def _is_journal_spec(spec: str) -> bool:
@@ -204,7 +235,9 @@ def needs_artifact_dir(spec: str) -> bool:
         return False
     if parsed.get_backend_name() == "sqlite":
         return not parsed.database or parsed.database == ":memory:"
-    return True
+    # Only a database that can be opened needs a place for weights; an unknown one is refused
+    # by open_storage with its own message first.
+    return parsed.get_backend_name() in _DEFAULT_PORTS
 
 
 def open_storage(
@@ -288,9 +321,6 @@ def _beside(path: Path) -> Path:
 
 
 def _open_journal(spec: str, *, create: bool, artifact_dir: Path | None) -> StorageHandle:
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
     path = Path(os.path.abspath(spec))
     _check_parent(path, spec)
     if path.is_dir():
@@ -368,18 +398,19 @@ def _parse_url(url: str) -> sa.URL:
     except (sa_exc.ArgumentError, ValueError):
         if re.match(r"[A-Za-z][\w+.-]*:", url) is None:
             message = (
-                f"storage: {url!r} is not a database URL; write sqlite:///{url} for an SQLite "
+                f"storage: {mask_url(url)!r} is not a database URL; write sqlite:///{url} for an "
+                "SQLite "
                 "file, or give a path ending in .log for a journal file"
             )
         else:
             message = (
-                f"storage: {url!r} is not a valid database URL; expected e.g. "
+                f"storage: {mask_url(url)!r} is not a valid database URL; expected e.g. "
                 "sqlite:///poolnas.db, postgresql+psycopg://user@host:5432/db or "
                 "mysql+pymysql://user@host:3306/db"
             )
         raise PoolnasError(message) from None
     backend = parsed.get_backend_name()
-    shown = _display(parsed)
+    shown = mask_url(parsed)
     try:
         dialect = parsed.get_dialect()
     except sa_exc.NoSuchModuleError:
@@ -419,7 +450,7 @@ def _sqlite_path(parsed: sa.URL) -> Path | None:
     """The database file of an SQLite URL, or ``None`` for an in-memory database."""
     if parsed.query.get("uri") in ("true", "1", "True"):
         raise PoolnasError(
-            f"storage: SQLite URI filenames ({_display(parsed)}) are not supported; "
+            f"storage: SQLite URI filenames ({mask_url(parsed)}) are not supported; "
             "use sqlite:///path/to/file.db"
         )
     database = parsed.database
@@ -532,9 +563,6 @@ def _inspect(engine: sa.Engine, parsed: sa.URL, sqlite_path: Path | None) -> _Da
 
 def _optuna_revisions() -> tuple[str, frozenset[str]]:
     """The alembic head of the installed Optuna and every revision it knows."""
-    from alembic.script import ScriptDirectory
-    from optuna.storages import _rdb
-
     script = ScriptDirectory(os.path.join(os.path.dirname(_rdb.__file__), "alembic"))
     head = script.get_current_head()
     assert head is not None
@@ -588,9 +616,10 @@ def _open_rdb(
     artifact_dir: Path | None,
 ) -> StorageHandle:
     parsed = _parse_url(url)
-    shown = _display(parsed)
+    shown = mask_url(parsed)
     is_sqlite = parsed.get_backend_name() == "sqlite"
     sqlite_path = _sqlite_path(parsed) if is_sqlite else None
+    new_file = sqlite_path if sqlite_path is not None and not sqlite_path.exists() else None
     where = _where(parsed, sqlite_path)
 
     if is_sqlite and sqlite_path is None:
@@ -641,6 +670,7 @@ def _open_rdb(
         snapshots=snapshots,
         artifact_dir=artifact_dir,
         _engine=engine,
+        new_file=new_file if create else None,
     )
 
 

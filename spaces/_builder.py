@@ -5,6 +5,13 @@ Only built-in layers are used, so a saved ``.keras`` file loads with
 each layer is (``down2_max_pool``, ``stage1_block0_conv1``, ``down1_skip_proj_conv``), so
 ``model.summary()`` reads as the architecture.
 
+The anatomy is written once, over a :class:`~poolnas.spaces._layers.LayerSink`, in three parts:
+:func:`stem_stage` (input rescaling, the stem, stage 0), :func:`point_stage` (one downsampling
+point and the stage after it) and :func:`classifier_head`. :func:`build_model` runs them with
+:class:`KerasLayers`; ``poolnas.evaluators`` runs the same parts with a sink that counts, part by
+part, so a closed-form cost is the model's cost by construction. The op, the shortcut and the
+merge of a point come from the catalogue's entries; nothing here is specific to one op.
+
 Block anatomy (a ResNet basic block): conv3x3-BN-ReLU, conv3x3-BN, then the merge with the
 shortcut (if any) and a ReLU. The first block of stage ``i`` is the one that downsamples: the
 point's op sits at the start of its main path and the point's skip type carries the block input
@@ -16,12 +23,15 @@ a block halves an odd size the same way (to ``ceil(size / 2)``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from poolnas.spaces._architecture import Architecture, DownsamplingPoint
+from poolnas.spaces._catalogue import MERGES, OPS, SKIPS, STEMS
 from poolnas.spaces._errors import PoolnasError
+from poolnas.spaces._layers import LayerSink, Tensor, conv_bn
 
 if TYPE_CHECKING:
     import keras
@@ -32,8 +42,6 @@ BN_MOMENTUM = 0.9
 
 #: The fixed 3x3 binomial filter of MaxBlurPool (Zhang 2019), normalised to sum 1.
 BLUR_FILTER = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]) / 16.0
-
-_STEM_KERNEL = {"conv3": (3, 1), "conv3s2": (3, 2), "conv7s2": (7, 2)}
 
 
 def check_input_shape(arch: Architecture, input_shape: tuple[int, ...]) -> None:
@@ -77,129 +85,175 @@ def build_model(
         PoolnasError: The input is too small for the architecture, or fewer than 2 classes.
     """
     import keras
-    from keras import layers
 
     check_input_shape(arch, input_shape)
-    if num_classes < 2:
-        raise PoolnasError(f"a classifier needs at least 2 classes, got {num_classes}")
-
+    layers = KerasLayers()
     inputs = keras.Input(shape=tuple(int(d) for d in input_shape), name="image")
-    x = inputs
-    if augment:
-        x = layers.RandomFlip("horizontal", name="augment_flip")(x)
-        x = layers.RandomTranslation(0.1, 0.1, fill_mode="constant", name="augment_shift")(x)
-    if input_scale != 1.0 or input_offset != 0.0:
-        x = layers.Rescaling(input_scale, input_offset, name="rescale")(x)
-
-    kernel, stride = _STEM_KERNEL[arch.stem]
-    x = _conv_bn(x, arch.width, kernel, stride, "stem", relu=True)
-    for b in range(arch.blocks):
-        x = _block(x, arch.width, f"stage0_block{b}", residual=False)
-
+    x = stem_stage(layers, inputs, arch, input_scale=input_scale, input_offset=input_offset,
+                   augment=augment)
     channels = arch.width
-    blurs = []
     for index, point in enumerate(arch.points, start=1):
-        x, blur = _downsampling_block(x, point, channels, index)
-        if blur is not None:
-            blurs.append(blur)
-        for b in range(1, point.blocks):
-            x = _block(x, point.width, f"stage{index}_block{b}", residual=point.residual)
+        x = point_stage(layers, x, point, channels, index)
         channels = point.width
-
-    x = layers.GlobalAveragePooling2D(name="global_avg_pool")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="classifier")(x)
-    model = keras.Model(inputs, outputs, name=name)
-    for blur in blurs:
-        depth = blur.get_weights()[0].shape[2]
-        blur.set_weights([np.repeat(BLUR_FILTER[:, :, None, None], depth, axis=2)])
-    return model
+    outputs = classifier_head(layers, x, num_classes)
+    return keras.Model(inputs, outputs, name=name)
 
 
-def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, *, relu: bool):
-    from keras import layers
+# ---------------------------------------------------------------------- the anatomy
+def stem_stage(layers: LayerSink, x: Tensor, arch: Architecture, *, input_scale: float = 1.0,
+               input_offset: float = 0.0, augment: bool = False) -> Tensor:
+    """Input preprocessing, the stem and stage 0 (layers ``augment_*``, ``rescale``,
+    ``stem_*``, ``stage0_*``).
 
-    x = layers.Conv2D(
-        filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
-    )(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
-    if relu:
-        x = layers.ReLU(name=f"{name}_relu")(x)
+    Args:
+        layers: The sink that realises the layers (Keras, or the cost counter).
+        x: The input image tensor.
+        arch: The architecture (its stem, width and blocks are read).
+        input_scale: The ``rescale`` layer's factor; the layer exists only when scale and
+            offset are not 1 and 0.
+        input_offset: Its offset.
+        augment: Add the random flip and translation layers first.
+
+    Returns:
+        Stage 0's output: ``arch.width`` channels.
+    """
+    if augment:
+        x = layers.augment(x, "augment")
+    if input_scale != 1.0 or input_offset != 0.0:
+        x = layers.rescale(x, input_scale, input_offset, "rescale")
+    stem = STEMS[arch.stem]
+    x = conv_bn(layers, x, arch.width, stem.kernel, stem.stride, "stem", relu=True)
+    for b in range(arch.blocks):
+        x = _block(layers, x, arch.width, f"stage0_block{b}", residual=False)
     return x
 
 
-def _block(x, width: int, name: str, *, residual: bool):
-    """A non-downsampling block: identity shortcut when ``residual``."""
-    from keras import layers
+def point_stage(layers: LayerSink, x: Tensor, point: DownsamplingPoint, channels: int,
+                index: int) -> Tensor:
+    """Downsampling point ``index`` and the stage after it (layers ``down{index}_*`` and
+    ``stage{index}_*``).
 
-    y = _conv_bn(x, width, 3, 1, f"{name}_conv1", relu=True)
-    y = _conv_bn(y, width, 3, 1, f"{name}_conv2", relu=False)
-    if residual:
-        y = layers.Add(name=f"{name}_add")([y, x])
-    return layers.ReLU(name=f"{name}_out")(y)
+    Args:
+        layers: The sink that realises the layers (Keras, or the cost counter).
+        x: The previous stage's output.
+        point: The point's op, skip, merge, width and blocks (the catalogue builds each).
+        channels: ``x``'s channels.
+        index: The point's number (1 for the first), used only in layer names.
 
-
-def _downsampling_block(x, point: DownsamplingPoint, channels: int, index: int):
-    """The first block of stage ``index``: halves H and W. Returns (tensor, blur layer or None)."""
-    from keras import layers
-
-    down = f"down{index}"
-    block = f"stage{index}_block0"
-    concat = point.residual and point.merge == "concat"
-    main_width = point.width - channels if concat else point.width
+    Returns:
+        The stage's output: ``point.width`` channels, height and width halved (``ceil``).
+    """
+    op, skip, merge = OPS[point.op], SKIPS[point.skip], MERGES[point.merge]
+    down, block = f"down{index}", f"stage{index}_block0"
+    keeps_input = skip.residual and merge.keeps_input
+    main_width = point.width - channels if keeps_input else point.width
 
     # Main path: the op, then the block's two convs (the first one strided for `strided`).
-    blur = None
-    first_stride = 1
-    y = x
-    if point.op in ("max", "max3x3"):
-        y = layers.MaxPooling2D(_window(point.op), strides=2, padding="same",
-                                name=f"{down}_{point.op}_pool")(y)
-    elif point.op in ("avg", "avg3x3"):
-        y = layers.AveragePooling2D(_window(point.op), strides=2, padding="same",
-                                    name=f"{down}_{point.op}_pool")(y)
-    elif point.op == "conv":
-        y = _conv_bn(y, channels, 3, 2, f"{down}_stride_conv", relu=True)
-    elif point.op == "strided":
-        first_stride = 2
-    elif point.op == "blur_max":
-        y = layers.MaxPooling2D(2, strides=1, padding="same", name=f"{down}_blur_max_pool")(y)
-        blur = layers.DepthwiseConv2D(
-            3, strides=2, padding="same", use_bias=False, trainable=False,
-            name=f"{down}_blur_max_blur",
-        )
-        y = blur(y)
-    elif point.op == "space_to_depth":
-        y = space_to_depth(y, f"{down}_space_to_depth")
-    else:  # pragma: no cover - Architecture validates ops
-        raise AssertionError(point.op)
-    y = _conv_bn(y, main_width, 3, first_stride, f"{block}_conv1", relu=True)
-    y = _conv_bn(y, main_width, 3, 1, f"{block}_conv2", relu=False)
-
-    if not point.residual:
-        return layers.ReLU(name=f"{block}_out")(y), blur
-
-    # Shortcut: carries the block input across the resolution change.
-    short_width = channels if concat else point.width
-    skip = f"{down}_skip"
-    if point.skip == "projection":
-        s = _conv_bn(x, short_width, 1, 2, f"{skip}_proj", relu=False)
-    elif point.skip == "pool_projection":
-        s = layers.AveragePooling2D(2, strides=2, padding="same", name=f"{skip}_avg_pool")(x)
-        s = _conv_bn(s, short_width, 1, 1, f"{skip}_proj", relu=False)
-    else:  # pool_pad
-        s = layers.AveragePooling2D(2, strides=2, padding="same", name=f"{skip}_avg_pool")(x)
-        if short_width > channels:
-            s = _zero_channels(s, short_width - channels, f"{skip}_pad")
-
-    if concat:
-        y = layers.ReLU(name=f"{block}_main_relu")(y)
-        return layers.Concatenate(name=f"{block}_concat")([y, s]), blur
-    y = layers.Add(name=f"{block}_add")([y, s])
-    return layers.ReLU(name=f"{block}_out")(y), blur
+    y = op.build(layers, x, channels, down)
+    y = conv_bn(layers, y, main_width, 3, op.first_stride, f"{block}_conv1", relu=True)
+    y = conv_bn(layers, y, main_width, 3, 1, f"{block}_conv2", relu=False)
+    if skip.build is None:
+        y = layers.relu(y, f"{block}_out")
+    else:
+        # Shortcut: carries the block input across the resolution change.
+        shortcut = skip.build(layers, x, channels, channels if keeps_input else point.width,
+                              f"{down}_skip")
+        y = merge.build(layers, y, shortcut, block)
+    for b in range(1, point.blocks):
+        y = _block(layers, y, point.width, f"stage{index}_block{b}", residual=skip.residual)
+    return y
 
 
-def _window(op: str) -> int:
-    return 3 if op.endswith("3x3") else 2
+def classifier_head(layers: LayerSink, x: Tensor, num_classes: int) -> Tensor:
+    """Global average pool and the dense softmax (layers ``global_avg_pool``, ``classifier``).
+
+    Args:
+        layers: The sink that realises the layers (Keras, or the cost counter).
+        x: The last stage's output.
+        num_classes: Number of classes (softmax outputs).
+
+    Returns:
+        The class probabilities.
+
+    Raises:
+        PoolnasError: Fewer than 2 classes.
+    """
+    if num_classes < 2:
+        raise PoolnasError(f"a classifier needs at least 2 classes, got {num_classes}")
+    x = layers.global_avg_pool(x, "global_avg_pool")
+    return layers.dense(x, num_classes, "softmax", "classifier")
+
+
+def _block(layers: LayerSink, x: Tensor, width: int, name: str, *, residual: bool) -> Tensor:
+    """A non-downsampling block: identity shortcut when ``residual``."""
+    y = conv_bn(layers, x, width, 3, 1, f"{name}_conv1", relu=True)
+    y = conv_bn(layers, y, width, 3, 1, f"{name}_conv2", relu=False)
+    if residual:
+        y = layers.add([y, x], f"{name}_add")
+    return layers.relu(y, f"{name}_out")
+
+
+# ---------------------------------------------------------------------- Keras realisation
+class KerasLayers:
+    """The :class:`~poolnas.spaces._layers.LayerSink` that creates built-in Keras layers.
+
+    The blur's fixed filter is set as soon as its layer is built, so the model needs no step
+    after construction.
+    """
+
+    def __init__(self) -> None:
+        from keras import layers
+
+        self._k = layers
+
+    def augment(self, x, name: str):
+        x = self._k.RandomFlip("horizontal", name=f"{name}_flip")(x)
+        return self._k.RandomTranslation(0.1, 0.1, fill_mode="constant", name=f"{name}_shift")(x)
+
+    def rescale(self, x, scale: float, offset: float, name: str):
+        return self._k.Rescaling(scale, offset, name=name)(x)
+
+    def conv(self, x, filters: int, kernel: int, stride: int, name: str):
+        return self._k.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+                              name=name)(x)
+
+    def batch_norm(self, x, name: str):
+        return self._k.BatchNormalization(momentum=BN_MOMENTUM, name=name)(x)
+
+    def relu(self, x, name: str):
+        return self._k.ReLU(name=name)(x)
+
+    def max_pool(self, x, window: int, stride: int, name: str):
+        return self._k.MaxPooling2D(window, strides=stride, padding="same", name=name)(x)
+
+    def avg_pool(self, x, window: int, stride: int, name: str):
+        return self._k.AveragePooling2D(window, strides=stride, padding="same", name=name)(x)
+
+    def blur(self, x, stride: int, name: str):
+        layer = self._k.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
+                                        trainable=False, name=name)
+        y = layer(x)
+        depth = int(x.shape[-1])
+        layer.set_weights([np.repeat(BLUR_FILTER[:, :, None, None], depth, axis=2)])
+        return y
+
+    def space_to_depth(self, x, name: str):
+        return space_to_depth(x, name)
+
+    def zero_channels(self, x, extra: int, name: str):
+        return _zero_channels(x, extra, name)
+
+    def add(self, xs: Sequence, name: str):
+        return self._k.Add(name=name)(list(xs))
+
+    def concat(self, xs: Sequence, name: str):
+        return self._k.Concatenate(name=name)(list(xs))
+
+    def global_avg_pool(self, x, name: str):
+        return self._k.GlobalAveragePooling2D(name=name)(x)
+
+    def dense(self, x, units: int, activation: str, name: str):
+        return self._k.Dense(units, activation=activation, name=name)(x)
 
 
 def space_to_depth(x, name: str):

@@ -49,7 +49,7 @@ def _registry() -> dict[str, Any] | None:
 def release_training_graphs() -> Iterator[None]:
     """Free, when the block ends, the training graphs that TensorFlow's gradient registry kept.
 
-    Wrap ``model.fit`` (as :class:`~poolnas.spaces.PoolNASHyperModel` and poolnas' evaluator do)
+    Wrap ``model.fit`` (as :class:`~poolnas.search.PoolNASHyperModel` and poolnas' evaluator do)
     so that memory stays flat over many trainings::
 
         with release_training_graphs():

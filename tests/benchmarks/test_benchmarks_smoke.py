@@ -137,8 +137,7 @@ def test_trial_overhead_quick(tmp_path, capsys):
     assert sorted(r["fused"] for r in result["update"]) == [False, False, True, True]
     assert {r["frozen"] for r in result["gc"]} == {False, True}
     new, resume = result["study"]["new"], result["study"]["resume"]
-    assert new["models_built"] > 0 and resume["models_built"] == 0
-    assert new["reference_flops"] == resume["reference_flops"]
+    assert new["reference_flops"] == resume["reference_flops"] > 0
 
 
 def test_throughput_contenders_and_summary(tmp_path):

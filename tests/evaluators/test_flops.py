@@ -1,13 +1,23 @@
-"""The analytic counter against TensorFlow's profiler, to the last FLOP."""
+"""The analytic counters against TensorFlow's profiler, to the last FLOP: the count read off a
+built model, and the closed form from the architecture alone (which must equal it)."""
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import keras
 import pytest
 
-from poolnas.evaluators import count_cost, layer_costs, profiler_flops
+from poolnas.evaluators import (
+    architecture_cost,
+    cost_table,
+    count_cost,
+    layer_costs,
+    profiler_flops,
+)
+from poolnas.evaluators._flops import Cost, CostLayers
 from poolnas.spaces import (
     MERGES,
     OPS,
@@ -15,10 +25,19 @@ from poolnas.spaces import (
     STEMS,
     Architecture,
     DownsamplingPoint,
+    PoolnasError,
     SearchSpace,
     build_model,
     catalogue_space,
+    classifier_head,
+    point_stage,
+    stem_stage,
 )
+
+POOLBENCH_TABLE = Path(__file__).resolve().parents[2] / "benchmarks/data/poolbench_digits.jsonl"
+#: PoolBench-digits' space (benchmarks/poolbench.py): digits are 8x8x1, 10 classes, scaled 1/16.
+POOLBENCH = SearchSpace(points=3, ops=("max", "avg", "conv"),
+                        skips=("none", "projection", "pool_pad"), widths=(8, 16, 32, 64))
 
 
 def _check(arch: Architecture, input_shape=(8, 8, 1), classes=10, **kwargs) -> None:
@@ -56,6 +75,24 @@ def test_every_op_skip_merge_and_stem(stem: str, op: str) -> None:
         cost = count_cost(model)
         assert cost.flops == profiler_flops(model), arch.key
         assert cost.params == model.count_params(), arch.key
+        assert architecture_cost(arch, (6, 6, 2), 3) == cost, arch.key
+        assert _counted_layers(arch, (6, 6, 2), 3) == _nonzero(layer_costs(model)), arch.key
+
+
+def _nonzero(entries) -> dict[str, Cost]:
+    return {entry.name: entry.cost for entry in entries if entry.cost != Cost()}
+
+
+def _counted_layers(arch: Architecture, input_shape, classes: int) -> dict[str, Cost]:
+    """The closed form's layers, one by one, with their names."""
+    layers = CostLayers(record=True)
+    x = stem_stage(layers, input_shape, arch)
+    channels = arch.width
+    for index, point in enumerate(arch.points, start=1):
+        x = point_stage(layers, x, point, channels, index)
+        channels = point.width
+    classifier_head(layers, x, classes)
+    return _nonzero(layers.layers)
 
 
 def test_random_samples_of_larger_spaces() -> None:
@@ -115,3 +152,85 @@ def test_augmentation_layers_cost_nothing_at_inference() -> None:
     augmented.set_weights(plain.get_weights())
     np.testing.assert_allclose(augmented(images, training=False), plain(images, training=False),
                                rtol=1e-6)
+
+
+# ---------------------------------------------------------------------- the closed form
+def _built(arch: Architecture, input_shape, classes: int, **kwargs) -> Cost:
+    keras.backend.clear_session()
+    return count_cost(build_model(arch, input_shape, classes, **kwargs))
+
+
+def test_closed_form_equals_the_built_model_on_sampled_catalogue_architectures() -> None:
+    rng = random.Random(13)
+    archs = rng.sample(list(catalogue_space()), 60)
+    for arch in archs:
+        shape = rng.choice([(8, 8, 1), (9, 9, 3), (7, 7, 1), (11, 8, 2), (32, 32, 3),
+                            (28, 28, 1)])
+        if 2**arch.halvings > min(shape[:2]):
+            shape = (9, 9, 3)
+        scale, offset = rng.choice([(1.0, 0.0), (1 / 255, 0.0), (1 / 16, -0.5)])
+        classes = rng.choice([2, 10])
+        assert architecture_cost(arch, shape, classes, input_scale=scale,
+                                 input_offset=offset) == _built(
+            arch, shape, classes, input_scale=scale, input_offset=offset), (arch.key, shape)
+
+
+def test_closed_form_equals_the_built_model_on_poolbench() -> None:
+    rng = random.Random(5)
+    for arch in rng.sample(list(POOLBENCH), 6):
+        assert (architecture_cost(arch, (8, 8, 1), 10, input_scale=1 / 16)
+                == _built(arch, (8, 8, 1), 10, input_scale=1 / 16)), arch.key
+
+
+def test_cost_table_equals_every_poolbench_row() -> None:
+    """The table's rows were counted on built models (count_cost) when it was made."""
+    table = cost_table(POOLBENCH, (8, 8, 1), 10, input_scale=1 / 16)
+    rows = [json.loads(line) for line in POOLBENCH_TABLE.read_text().splitlines()]
+    assert len(rows) == len(table) == 729
+    for row in rows:
+        assert table[row["key"]] == Cost(row["flops"], row["macs"], row["params"]), row["key"]
+
+
+def test_closed_form_equals_the_profiler() -> None:
+    for key, shape in (("conv7s2:8x1/blur_max+pool_pad.concat:16x2/space_to_depth+projection:24x1",
+                        (9, 9, 3)),
+                       ("conv3:8x0/avg3x3+pool_projection:16x1/strided+none:16x1", (7, 7, 1)),
+                       ("conv3s2:8x1/max3x3+projection.concat:16x1/conv+pool_pad:32x2",
+                        (32, 32, 3))):
+        keras.backend.clear_session()
+        arch = Architecture.from_key(key)
+        model = build_model(arch, shape, 10, input_scale=1 / 255)
+        assert architecture_cost(arch, shape, 10, input_scale=1 / 255).flops == profiler_flops(
+            model), key
+
+
+def test_cost_table_is_every_architecture_of_the_space_in_order() -> None:
+    space = catalogue_space()
+    table = cost_table(space, (11, 9, 3), 4, input_scale=1 / 255)
+    archs = list(space)
+    assert list(table) == [arch.key for arch in archs] and len(table) == space.size
+    for arch in archs:
+        assert table[arch.key] == architecture_cost(arch, (11, 9, 3), 4, input_scale=1 / 255)
+
+
+def test_cost_table_with_several_widths_and_depths() -> None:
+    space = SearchSpace(points=2, ops=("max", "strided"), skips=("none", "pool_pad"),
+                        merges=("concat", "add"), widths=((4, 8), (12, 16), 24),
+                        depths=((0, 1), (1, 2), 1))
+    table = cost_table(space, (8, 8, 1), 3)
+    assert list(table) == [arch.key for arch in space]
+    rng = random.Random(2)
+    for key in rng.sample(list(table), 5):
+        assert table[key] == _built(Architecture.from_key(key), (8, 8, 1), 3), key
+
+
+def test_closed_form_refuses_what_the_builder_refuses() -> None:
+    arch = Architecture.from_key("conv3s2:8x0/max+none:16x1/max+none:32x1")
+    with pytest.raises(PoolnasError, match="allows at most 2"):
+        architecture_cost(arch, (4, 4, 1), 3)
+    with pytest.raises(PoolnasError, match="at least 2 classes"):
+        architecture_cost(arch, (8, 8, 1), 1)
+    with pytest.raises(PoolnasError, match="allows at most"):
+        cost_table(catalogue_space(), (4, 4, 1), 3)
+    with pytest.raises(PoolnasError, match="height, width, channels"):
+        cost_table(catalogue_space(), (8, 8), 3)

@@ -117,6 +117,9 @@ def test_exported_model_takes_raw_uint8_images(npz_study, capsys, tmp_path) -> N
     assert code == 0, err
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["weights"] == "search" and manifest["seed"] == 4
+    # The manifest is as readable as the models beside it (not a temporary file's 0600).
+    model_mode = (out / manifest["models"][0]["file"]).stat().st_mode & 0o777
+    assert (out / "manifest.json").stat().st_mode & 0o777 == model_mode
     data = load_dataset(npz, seed=4)
     assert data.x_val.dtype == np.uint8 and data.x_val.max() > 200
     trials = optuna.load_study(study_name="c", storage=storage).get_trials()

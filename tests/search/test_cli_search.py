@@ -130,6 +130,13 @@ def test_export_reloads_in_plain_keras_and_reproduces_accuracy(searched, capsys,
                        "--out", str(out))
     assert code == 2 and err.startswith("poolnas: error:") and "--overwrite" in err
     assert digest(out / "manifest.json") == before
+    # …and with --overwrite and one chosen trial the folder holds exactly what the manifest lists.
+    chosen = manifest["models"][0]["trial"]
+    code, _, err = run(capsys, "export", "--storage", f"sqlite:///{db}", "--study", "s",
+                       "--out", str(out), "--overwrite", "--trial", str(chosen))
+    assert code == 0, err
+    again = json.loads((out / "manifest.json").read_text())
+    assert sorted(p.name for p in out.glob("*.keras")) == [m["file"] for m in again["models"]]
 
 
 def test_export_chosen_trials_and_flops_match_the_profiler(searched, capsys, tmp_path) -> None:

@@ -274,3 +274,20 @@ def test_timeout_bounds_this_run_and_the_rerun_goes_on(tmp_path: Path, monkeypat
     assert main(args) == 0  # The same command goes on where the first stopped.
     second = read_trials(storage, "t")
     assert len(first) < len(second) < 50 and {t["state"] for t in second} == {"COMPLETE"}
+
+
+def test_sigterm_while_a_search_starts_leaves_nothing_behind(tmp_path: Path) -> None:
+    """SIGTERM in the first second (TensorFlow still importing): one line, exit 130, no file."""
+    work = tmp_path / "work"
+    work.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "poolnas.search", "search", "--trials", "1"],
+        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines() == [
+        "poolnas: interrupted; finished trials are saved (run the same command to resume)"]
+    assert sorted(p.name for p in work.iterdir()) == []

@@ -556,3 +556,29 @@ def test_journal_with_newer_snapshots_is_refused(tmp_path: Path, fingerprint: Ca
         json.dumps({"poolnas_schema": 99, "id": 1, "study_name": "s"}) + "\n"
     )
     assert_refused(fingerprint, "j.log", "newer poolnas", creates=(True,))
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://postgres:S3cretPW@127.0.0.1:5432/db",
+    "mysql+pymysql://root:S3cretPW@127.0.0.1/db?charset=utf8mb4",
+    "postgresql://u@h/db?password=S3cretPW&sslmode=require",
+    "postgresql://u@h/db?sslpassword=S3cretPW",
+    "bogus :// u:S3cretPW@host",
+    "x://u:S3cretPW@h/db?api_key=S3cretPW",
+])
+def test_mask_url_hides_every_credential_and_keeps_the_rest(url: str) -> None:
+    from poolnas.search import mask_url
+
+    shown = mask_url(url)
+    assert "S3cretPW" not in shown and "***" in shown
+    assert shown.split("://")[0] == url.split("://")[0]
+
+
+def test_a_search_never_prints_the_password(tmp_path: Path, capsys) -> None:
+    from poolnas.search._cli import main
+
+    url = "postgresql+psycopg://postgres:S3cretPW@127.0.0.1:1/nowhere"
+    code = main(["search", "--storage", url, "--artifacts", str(tmp_path), "--trials", "1"])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.startswith("poolnas: error:")
+    assert "S3cretPW" not in out + err

@@ -1,6 +1,6 @@
-"""Tests for poolnas.search._workers and _locks: worker identity, reclaiming the trials of dead
-workers, the study lock across processes, signals. Real processes, real SIGKILL, real databases;
-no TensorFlow (the end-to-end runs through the CLI are in test_resilience.py)."""
+"""Tests for poolnas.search._reclaim, _pool and _locks: worker identity, reclaiming the trials
+of dead workers, the study lock across processes, signals. Real processes, real SIGKILL, real
+databases; no TensorFlow (the end-to-end runs through the CLI are in test_resilience.py)."""
 
 from __future__ import annotations
 
@@ -20,17 +20,19 @@ import pytest
 from optuna.trial import TrialState
 
 from poolnas.search import (
+    AttrHeartbeat,
     GracefulStop,
     RetryKilledTrial,
     SearchConfig,
     SearchRunner,
     StudyLock,
+    TrialAttrs,
     WorkerIdentity,
     load_study,
     open_storage,
     reclaim_dead_trials,
+    thread_split,
 )
-from poolnas.search._workers import WORKER_ATTR, AttrHeartbeat, thread_split
 from poolnas.spaces import SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -96,7 +98,7 @@ def _run_trial_then_hang(url: str, ready: str) -> None:
                                 directions=DIRECTIONS, load_if_exists=True)
 
     def hang(trial: optuna.Trial) -> tuple[float, float]:
-        trial.set_user_attr(WORKER_ATTR, WorkerIdentity.current().as_attr())
+        trial.set_user_attr(TrialAttrs.WORKER, WorkerIdentity.current().as_attr())
         trial.set_user_attr("architecture", "conv3:8x1/max+none:16x1")
         trial.set_user_attr("flops", 123)
         trial.suggest_categorical("point1_op", ["max", "avg", "conv"])
@@ -156,7 +158,7 @@ def _foreign_trial_then_hang(url: str, ready: str) -> None:
 
     def hang(trial: optuna.Trial) -> tuple[float, float]:
         # As if it ran on another machine: only its heartbeat can tell that it died.
-        trial.set_user_attr(WORKER_ATTR, {"host": "gpu-node-7", "pid": 4242})
+        trial.set_user_attr(TrialAttrs.WORKER, {"host": "gpu-node-7", "pid": 4242})
         trial.suggest_categorical("point1_op", ["max", "avg", "conv"])
         beat = (contextlib.nullcontext() if handle.optuna_storage.__class__.__name__ ==
                 "RDBStorage" else AttrHeartbeat(study._storage, trial._trial_id, 1))
@@ -203,8 +205,8 @@ def test_live_foreign_and_unnamed_trials(tmp_path: Path) -> None:
                                     directions=DIRECTIONS)
         here = WorkerIdentity.current()
         alive, foreign, unnamed = study.ask(), study.ask(), study.ask()
-        alive.set_user_attr(WORKER_ATTR, here.as_attr())
-        foreign.set_user_attr(WORKER_ATTR, {**here.as_attr(), "host": "gpu-node-7", "pid": 1})
+        alive.set_user_attr(TrialAttrs.WORKER, here.as_attr())
+        foreign.set_user_attr(TrialAttrs.WORKER, {**here.as_attr(), "host": "gpu-node-7", "pid": 1})
         assert reclaim_dead_trials(study, grace_period=3600) == []
         # Once older than the grace period, a trial that never said who runs it is dead, and so
         # is one of another machine that stopped beating (this storage has no Optuna heartbeat).

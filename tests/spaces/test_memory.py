@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from tensorflow.python.framework import ops
 
-from poolnas.spaces import Architecture, PoolNASHyperModel, SearchSpace, release_training_graphs
+from poolnas.search.keras_tuner import PoolNASHyperModel
+from poolnas.spaces import Architecture, SearchSpace, release_training_graphs
 
 SPACE = SearchSpace(points=1, ops=("max",), skips=("none", "projection"), widths=(8, 16))
 

@@ -2,7 +2,7 @@
 
 KerasTuner folds several objectives into one sum, so it has no Pareto front. With
 :class:`OptunaOracle` a plain ``keras_tuner.Tuner`` and a
-:class:`~poolnas.spaces.PoolNASHyperModel` run poolnas' search: an Optuna sampler (TPE by
+:class:`~poolnas.search.PoolNASHyperModel` run poolnas' search: an Optuna sampler (TPE by
 default) proposes each architecture, KerasTuner trains it, and the study is told two values, the
 tuner's validation accuracy and the candidate's FLOPs (counted by poolnas, not trained for)::
 
@@ -14,12 +14,18 @@ tuner's validation accuracy and the candidate's FLOPs (counted by poolnas, not t
     tuner.search(x, y, validation_data=(x_val, y_val), epochs=5)
     pareto_models = tuner.get_best_models(num_models=len(tuner.oracle.get_best_trials(None)))
 
-The trials are stored like those of ``poolnas search`` (the same user attrs, the trained model as
-an artifact, a Pareto-front snapshot after each), so ``poolnas front``, ``poolnas export`` and
-``poolnas dashboard`` work on the study. A candidate the study already trained is not trained
-again, and with ``max_flops`` a candidate over the budget is not trained at all: both are
-completed KerasTuner trials at once (never failures), the study records the second as
-infeasible.
+The study is created or resumed by :func:`~poolnas.search._settings.create_or_resume` (it may
+add trials to a study of ``poolnas search`` with the same space and data), and its trials are
+recorded by a :class:`~poolnas.search.TrialRecorder` like those of ``poolnas search`` (the same
+user attrs, the trained model as an artifact, a Pareto-front snapshot after each), so
+``poolnas front``, ``poolnas export`` and ``poolnas dashboard`` work on the study; pass
+``hooks=poolnas.dashboards.DASHBOARD_HOOKS`` for the dashboard's notes and pictures. A
+candidate the study already trained is not trained again, and with ``max_flops`` a candidate
+over the budget is not trained at all: both are completed KerasTuner trials at once (never
+failures), the study records the second as infeasible.
+
+The oracle learns its hypermodel from the ``HyperParameters`` the hypermodel declares
+(``HYPERMODEL_ATTR``, a contract with :mod:`._hypermodel`), or from ``hypermodel=``.
 """
 
 from __future__ import annotations
@@ -32,27 +38,17 @@ import keras_tuner
 import optuna
 from keras_tuner.engine.trial import Trial, TrialStatus
 
-from poolnas.search._live_trials import LiveTrial, RunningCandidate, last_line
+from poolnas.search._config import DEFAULT_STORAGE
+from poolnas.search._costs import CostModel
 from poolnas.search._pareto import pareto_front
+from poolnas.search._recorder import TrialHooks, TrialRecorder
+from poolnas.search._samplers import SAMPLERS, make_sampler
+from poolnas.search._settings import check_resume, create_or_resume, settings_of
 from poolnas.search._storage import StorageHandle, open_storage
-from poolnas.search._study import (
-    DEFAULT_STORAGE,
-    METRIC_NAMES,
-    SAMPLERS,
-    STUDY_ATTR,
-    CostModel,
-    make_sampler,
-    record_candidate,
-    record_evaluation,
-    reuse_evaluated,
-    rule_out_over_budget,
-    save_model_artifact,
-    snapshot_front,
-)
-from poolnas.spaces import PoolnasError, PoolNASHyperModel, SearchSpace
-
-# How the hypermodel marks the hyperparameters it declares (a contract of the two modules).
-from poolnas.spaces._hypermodel import HYPERMODEL_ATTR
+from poolnas.search._trial_attrs import TrialAttrs
+from poolnas.search.keras_tuner._hypermodel import HYPERMODEL_ATTR, PoolNASHyperModel
+from poolnas.search.keras_tuner._live_trials import LiveTrial, RunningCandidate, last_line
+from poolnas.spaces import PoolnasError, SearchSpace
 
 if TYPE_CHECKING:
     from poolnas.spaces import Architecture
@@ -90,12 +86,14 @@ class OptunaOracle(keras_tuner.Oracle):
         seed: Seeds a named sampler (and KerasTuner's oracle).
         max_flops: Candidates over this many FLOPs are recorded as infeasible, untrained.
         objective: The tuner's metric of validation accuracy (maximized).
-        hypermodel: The :class:`~poolnas.spaces.PoolNASHyperModel`, when the oracle is used
+        hypermodel: The :class:`~poolnas.search.PoolNASHyperModel`, when the oracle is used
             without a tuner that declares it.
         dataset: What the data are, for the study's settings and ``poolnas export``'s manifest.
         artifacts: Directory of the artifact store (default: beside a SQLite database).
         max_retries_per_trial: KerasTuner's retries of a trial that crashed.
         max_consecutive_failed_trials: KerasTuner's limit of failed trials in a row.
+        hooks: What runs as trials are recorded; pass ``poolnas.dashboards.DASHBOARD_HOOKS``
+            for optuna-dashboard's notes and pictures (default: none).
 
     Raises:
         PoolnasError: A bad option or storage.
@@ -116,6 +114,7 @@ class OptunaOracle(keras_tuner.Oracle):
         artifacts: str | None = None,
         max_retries_per_trial: int = 0,
         max_consecutive_failed_trials: int = 3,
+        hooks: TrialHooks | None = None,
     ) -> None:
         if not isinstance(study_name, str) or not study_name.strip():
             raise PoolnasError("study_name must be a non-empty name")
@@ -133,7 +132,7 @@ class OptunaOracle(keras_tuner.Oracle):
                 f"{', '.join(SAMPLERS)}"
             )
         if hypermodel is not None and not isinstance(hypermodel, PoolNASHyperModel):
-            raise PoolnasError("hypermodel must be a poolnas.spaces.PoolNASHyperModel")
+            raise PoolnasError("hypermodel must be a poolnas.search.PoolNASHyperModel")
         try:
             super().__init__(
                 objective=objective, max_trials=max_trials, seed=seed,
@@ -155,12 +154,12 @@ class OptunaOracle(keras_tuner.Oracle):
         self._sampler = sampler
         self._sampler_seed = seed
         self._hypermodel = hypermodel
+        self.hooks = hooks
         # Validates the storage now, before any trial; the study is created on the first trial.
         self.handle: StorageHandle = open_storage(storage, create=True, artifacts=artifacts)
         self._study: optuna.Study | None = None
         self._space: SearchSpace | None = None
-        self._costs: CostModel | None = None
-        self._settings: dict[str, Any] = {}
+        self._recorder: TrialRecorder | None = None
         self._running: dict[str, RunningCandidate] = {}
         #: KerasTuner trial id → Optuna trial number, and the ids of the trials trained here.
         self._numbers: dict[str, int] = {}
@@ -181,59 +180,45 @@ class OptunaOracle(keras_tuner.Oracle):
             self._study = self._open_study()
         return self._study
 
+    @property
+    def recorder(self) -> TrialRecorder:
+        """The study's :class:`~poolnas.search.TrialRecorder` (opens the study on first use)."""
+        self.study  # noqa: B018 - opens the study, which makes the recorder
+        assert self._recorder is not None
+        return self._recorder
+
     def _open_study(self) -> optuna.Study:
-        storage = self.handle.optuna_storage
-        existing = {s.study_name for s in storage.get_all_studies()}
         hypermodel = self._hypermodel
-        wanted = self._wanted(hypermodel) if hypermodel is not None else None
-        if self.study_name in existing:
-            study = optuna.load_study(study_name=self.study_name, storage=storage)
-            settings = study.user_attrs.get(STUDY_ATTR)
-            if settings is None or study.directions != [
-                optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE
-            ]:
+        if hypermodel is None:
+            storage = self.handle.optuna_storage
+            if self.study_name not in optuna.study.get_all_study_names(storage):
                 raise PoolnasError(
-                    f"study {self.study_name!r} in {self.handle.display_url} was not created by "
-                    "poolnas; choose another study_name"
+                    "OptunaOracle does not know the search space: use it in "
+                    "keras_tuner.Tuner(oracle=..., hypermodel=PoolNASHyperModel(...)) or pass "
+                    "hypermodel= to the oracle"
                 )
-            for key in _SHARED_SETTINGS if wanted is not None else ("max_flops",):
-                mine = wanted[key] if wanted is not None else self.max_flops
-                if settings.get(key) != mine:
-                    raise PoolnasError(
-                        f"study {self.study_name!r} was created with a different "
-                        f"{key.replace('_', ' ')} ({settings.get(key)!r}, here {mine!r}); use "
-                        "the same search space and data or another study_name"
-                    )
-        elif wanted is None:
-            raise PoolnasError(
-                "OptunaOracle does not know the search space: use it in "
-                "keras_tuner.Tuner(oracle=..., hypermodel=PoolNASHyperModel(...)) or pass "
-                "hypermodel= to the oracle"
-            )
+            costs = None  # The recorder's, from the study's settings.
+            # Only resumed: the study's own settings say what a trial is, but for the budget.
+            study = create_or_resume(self.handle, self.study_name, None, cli=False)
+            check_resume(self.study_name, settings_of(study), {"max_flops": self.max_flops},
+                         keys=("max_flops",), cli=False)
         else:
-            space = hypermodel.space
             costs = CostModel(hypermodel.input_shape, hypermodel.num_classes,
                               input_scale=hypermodel.input_scale,
                               input_offset=hypermodel.input_offset)
-            wanted.update(costs.study_costs(space))
-            study = optuna.create_study(
-                study_name=self.study_name, storage=storage,
-                directions=["maximize", "minimize"], load_if_exists=True,
+            study = create_or_resume(
+                self.handle, self.study_name, self._wanted(hypermodel),
+                new_costs=lambda: costs.study_costs(hypermodel.space), keys=_SHARED_SETTINGS,
+                cli=False,
             )
-            study.set_metric_names(list(METRIC_NAMES))
-            if STUDY_ATTR not in study.user_attrs:
-                study.set_user_attr(STUDY_ATTR, wanted)
-            settings = study.user_attrs[STUDY_ATTR]
-        self._settings = settings
+        settings = settings_of(study)
         self._space = SearchSpace.from_dict(settings["space"], source=f"study {self.study_name!r}")
-        self._costs = CostModel(tuple(settings["input_shape"]), int(settings["num_classes"]),
-                                input_scale=float(settings["input_scale"]),
-                                input_offset=float(settings["input_offset"]))
-        self._costs.adopt(self._space, settings)
+        self._recorder = TrialRecorder(self.handle, study, settings, costs=costs,
+                                       hooks=self.hooks)
         sampler = self._sampler
         if not isinstance(sampler, optuna.samplers.BaseSampler):
             sampler = make_sampler(sampler or "tpe", self._space, self._sampler_seed,
-                                   flops_of=self._costs.flops_of(self._space),
+                                   flops_of=self._recorder.costs.flops_of(self._space),
                                    max_flops=settings.get("max_flops"))
         study.sampler = sampler
         return study
@@ -267,7 +252,7 @@ class OptunaOracle(keras_tuner.Oracle):
             return {"status": TrialStatus.STOPPED}
         running = self._start(trial_id, LiveTrial(study))
         return {"status": TrialStatus.RUNNING,
-                "values": self._space.params_of(running.arch)}
+                "values": self._space.params_of(running.candidate.arch)}
 
     @keras_tuner.synchronized
     def create_trial(self, tuner_id: str) -> Trial:
@@ -282,14 +267,15 @@ class OptunaOracle(keras_tuner.Oracle):
                 params = {name: trial.hyperparameters.values[name]
                           for name in self._space_of().parameters()}
                 running = self._start(trial.trial_id, LiveTrial(self.study, params=params))
-            if running.values is None:
+            candidate = running.candidate
+            if candidate.needs_training:
                 if self._hypermodel is not None:
                     self._hypermodel.fits.clear()
-                running.started = time.perf_counter()
+                candidate.started = time.perf_counter()
                 return trial
             # A KerasTuner trial that is complete, and whose score is never the best.
-            accuracy = running.values[0] if "infeasible" not in running.live.trial.user_attrs \
-                else float("-inf")
+            infeasible = TrialAttrs.INFEASIBLE in candidate.trial.user_attrs
+            accuracy = float("-inf") if infeasible else candidate.values[0]
             self.update_trial(trial.trial_id, {self.objective.name: accuracy})
             trial.status = TrialStatus.COMPLETED
             self.end_trial(trial)
@@ -339,26 +325,12 @@ class OptunaOracle(keras_tuner.Oracle):
         """Draw (or take) the architecture of a new Optuna trial and decide if it needs training."""
         try:
             arch = self._space_of().suggest(live.trial)
-            cost = self._costs(arch)
-            record_candidate(live.trial, arch, cost, epochs=None)
-            live.trial.set_user_attr("keras_tuner_trial", trial_id)
-            running = RunningCandidate(live=live, arch=arch, cost=cost, started=time.perf_counter())
-            original = reuse_evaluated(live.trial, self.study, arch.key)
-            if original is not None:
-                if "epochs" in original.user_attrs:
-                    live.trial.set_user_attr("epochs", original.user_attrs["epochs"])
-                running.values = (float(original.values[0]), float(original.values[1]))
-                self._annotate(live.trial, arch, f"Same architecture as trial {original.number}: "
-                               "its results are reused, its model and picture are there.",
-                               picture=False)
-            elif rule_out_over_budget(live.trial, cost, self.max_flops):
-                live.trial.set_user_attr("epochs", 0)
-                running.values = (0.0, float(cost.flops))
-                self._annotate(live.trial, arch, f"Not trained: {cost.flops:,} FLOPs is over "
-                               f"the budget of {self.max_flops:,}.")
+            live.trial.set_user_attr(TrialAttrs.KERAS_TUNER_TRIAL, trial_id)
+            candidate = self.recorder.begin(live.trial, arch, epochs=None)
         except BaseException as error:
             live.tell(None, reason=f"{type(error).__name__}: {error}")
             raise
+        running = RunningCandidate(live=live, candidate=candidate)
         self._running[trial_id] = running
         return running
 
@@ -373,37 +345,34 @@ class OptunaOracle(keras_tuner.Oracle):
             self._exhausted |= live.tell(None, reason=reason)
             return
         try:
-            values = running.values or self._record_trained(trial, running)
+            values = running.candidate.values or self._record_trained(trial, running)
         except BaseException as error:
             live.tell(None, reason=f"{type(error).__name__}: {error}")
             raise
         self._exhausted |= live.tell(values)
-        snapshot_front(self.handle, self.study, live.number,
-                       reference_flops=int(self._settings["reference_flops"]))
+        self.recorder.completed(live.number)
 
     def _record_trained(self, trial: Trial,
                         running: RunningCandidate) -> tuple[float, float]:
-        """Store what KerasTuner trained: the model (its best checkpoint), epochs, times."""
+        """Record what KerasTuner trained: its score, the model (its best checkpoint), times."""
+        candidate = running.candidate
         accuracy = float(trial.score)
         fits = list(self._hypermodel.fits) if self._hypermodel is not None else []
         name = self.objective.name
         accuracies = [max(f["history"][name]) for f in fits if f["history"].get(name)]
         seconds = {"train": sum(f["seconds"] for f in fits)} if fits else {}
-        live = running.live
         if fits:
-            live.trial.set_user_attr("epochs", max(f["epochs"] for f in fits))
-        stored_at = time.perf_counter()
-        model = self._trained_model(trial, running.arch)
-        artifact_id = save_model_artifact(self.handle, live.trial, model) if model is not None \
-            else None
-        seconds["storage"] = time.perf_counter() - stored_at
-        self._annotate(live.trial, running.arch)
-        seconds["total"] = time.perf_counter() - running.started
-        record_evaluation(live.trial, artifact_id=artifact_id,
-                          accuracies=accuracies or [accuracy],
-                          train_seconds=seconds.get("train", seconds["total"]), seconds=seconds)
+            candidate.trial.set_user_attr(TrialAttrs.EPOCHS, max(f["epochs"] for f in fits))
+        # Without the hypermodel's timings, the whole trial counts as training.
+        train_seconds = seconds.get("train", time.perf_counter() - candidate.started)
+        loaded_at = time.perf_counter()
+        model = self._trained_model(trial, candidate.arch)
+        seconds["load"] = time.perf_counter() - loaded_at
+        values = self.recorder.record_trained(
+            candidate, model=model, accuracy=accuracy, accuracies=accuracies,
+            train_seconds=train_seconds, seconds=seconds)
         self._trained.add(trial.trial_id)
-        return accuracy, float(running.cost.flops)
+        return values
 
     def _trained_model(self, trial: Trial, arch: Architecture) -> Any:
         """The trial's model with KerasTuner's checkpoint of it (its best epoch), or None."""
@@ -418,7 +387,7 @@ class OptunaOracle(keras_tuner.Oracle):
         if model is None or not hypermodel.fits or (
             hypermodel.fits[-1]["architecture"] != arch.key
         ):
-            settings = self._settings
+            settings = self.recorder.settings
             hypermodel = hypermodel or PoolNASHyperModel(
                 self._space, tuple(settings["input_shape"]), int(settings["num_classes"]),
                 input_scale=float(settings["input_scale"]),
@@ -427,13 +396,3 @@ class OptunaOracle(keras_tuner.Oracle):
             model = hypermodel.build(trial.hyperparameters)
         model.load_weights(path)  # the trained model, or a new one: the best epoch's weights
         return model
-
-    def _annotate(self, trial: optuna.Trial, arch: Architecture, remark: str | None = None, *,
-                  picture: bool = True) -> None:
-        from poolnas.dashboards import annotate_trial
-
-        store = (self.handle.artifact_store()
-                 if picture and self.handle.artifact_dir is not None else None)
-        annotate_trial(trial, arch, input_shape=self._settings["input_shape"],
-                       num_classes=int(self._settings["num_classes"]), artifact_store=store,
-                       remark=remark)

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from poolnas.evaluators import load_dataset
-from poolnas.spaces import Architecture, PoolnasError, PoolNASHyperModel, SearchSpace, build_model
-from poolnas.spaces._hypermodel import HYPERMODEL_ATTR
+from poolnas.search.keras_tuner import PoolNASHyperModel
+from poolnas.search.keras_tuner._hypermodel import HYPERMODEL_ATTR
+from poolnas.spaces import Architecture, PoolnasError, SearchSpace, build_model
 
 #: 36 small architectures with four varying parameters (enough for the Bayesian tuner's model).
 SMALL = SearchSpace(points=2, ops=("max", "avg", "conv"), skips=("none", "projection"),
@@ -85,10 +86,13 @@ def test_bad_arguments_are_user_errors(arguments, message: str) -> None:
         PoolNASHyperModel(SMALL, shape, classes, **options)
 
 
-def test_spaces_imports_keras_tuner_only_for_the_hypermodel() -> None:
-    code = ("import sys, poolnas.spaces, poolnas.search; "
+def test_keras_tuner_is_imported_only_for_the_hypermodel() -> None:
+    code = ("import sys, poolnas.spaces, poolnas.search, poolnas.search.keras_tuner; "
             "assert 'keras_tuner' not in sys.modules and 'tensorflow' not in sys.modules; "
-            "poolnas.spaces.PoolNASHyperModel; assert 'keras_tuner' in sys.modules")
+            "poolnas.search.TUNERS; poolnas.search.keras_tuner.KerasTunerRunner; "
+            "assert 'keras_tuner' not in sys.modules; "
+            "assert not hasattr(poolnas.spaces, 'PoolNASHyperModel'); "
+            "poolnas.search.PoolNASHyperModel; assert 'keras_tuner' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -1,12 +1,17 @@
 """Optuna trials that KerasTuner drives: asked and told outside ``study.optimize``.
 
-When KerasTuner runs the loop (the :class:`~poolnas.search.OptunaOracle` and
+When KerasTuner runs the loop (:class:`~poolnas.search.OptunaOracle` and
 ``poolnas search --engine keras-tuner``), a poolnas trial is opened when KerasTuner starts one and
-told when KerasTuner ends it. :class:`LiveTrial` gives such a trial what ``study.optimize`` gives
-the CLI's: it names its worker (user attr ``worker``, so that other workers do not take it for
-the trial of a dead process) and keeps a heartbeat on database storages, so that a process that
-dies is noticed like any other worker. :class:`FixedSampler` makes a trial take the values that
-KerasTuner chose.
+told when KerasTuner ends it; what it records in between is the
+:class:`~poolnas.search.TrialRecorder`'s.
+
+- :class:`LiveTrial` gives such a trial what ``study.optimize`` gives the CLI's: it names its
+  worker (``TrialAttrs.WORKER``, so that other workers do not take it for the trial of a dead
+  process) and keeps a heartbeat on database storages, so that a process that dies is noticed
+  like any other worker.
+- :class:`RunningCandidate` is a KerasTuner trial's live Optuna trial and the recorder's
+  :class:`~poolnas.search.Candidate` while it runs.
+- :class:`FixedSampler` makes a trial take the values that KerasTuner chose.
 """
 
 from __future__ import annotations
@@ -19,25 +24,26 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from poolnas.search._workers import FAIL_REASON_ATTR, WORKER_ATTR, WorkerIdentity
+from poolnas.search._reclaim import WorkerIdentity
+from poolnas.search._trial_attrs import TrialAttrs
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
 
-    from poolnas.evaluators import Cost
-    from poolnas.spaces import Architecture
+    from poolnas.search._recorder import Candidate
 
 
 @dataclass
 class RunningCandidate:
-    """A KerasTuner trial's Optuna trial while it runs."""
+    """A KerasTuner trial's Optuna trial while it runs.
+
+    Attributes:
+        live: The Optuna trial, told when KerasTuner ends the trial.
+        candidate: What the recorder began (its ``values`` are set when no training is needed).
+    """
 
     live: LiveTrial
-    arch: Architecture
-    cost: Cost
-    started: float
-    #: The values when the candidate needs no training (a duplicate, or over the FLOPs budget).
-    values: tuple[float, float] | None = None
+    candidate: Candidate
 
 
 class FixedSampler(optuna.samplers.BaseSampler):
@@ -78,7 +84,8 @@ class LiveTrial:
             if params is not None:
                 study.enqueue_trial(dict(params))
             self.trial = study.ask()
-        self.trial.set_user_attr(WORKER_ATTR, (identity or WorkerIdentity.current()).as_attr())
+        identity = identity or WorkerIdentity.current()
+        self.trial.set_user_attr(TrialAttrs.WORKER, identity.as_attr())
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         storage = study._storage
@@ -110,7 +117,7 @@ class LiveTrial:
         self._stop_heartbeat()
         try:
             if values is None:
-                self.trial.set_user_attr(FAIL_REASON_ATTR, (reason or "failed")[:500])
+                self.trial.set_user_attr(TrialAttrs.FAIL_REASON, (reason or "failed")[:500])
                 self.study.tell(self.trial, state=optuna.trial.TrialState.FAIL)
             else:
                 self.study.tell(self.trial, [float(v) for v in values])

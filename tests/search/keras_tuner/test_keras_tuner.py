@@ -15,10 +15,10 @@ import optuna
 import pytest
 
 from poolnas.evaluators import load_dataset
-from poolnas.search import OptunaOracle, SnapshotStore
+from poolnas.search import STUDY_ATTR, CostModel, SnapshotStore
 from poolnas.search._cli import main
-from poolnas.search._study import STUDY_ATTR, CostModel
-from poolnas.spaces import PoolnasError, PoolNASHyperModel, SearchSpace
+from poolnas.search.keras_tuner import OptunaOracle, PoolNASHyperModel
+from poolnas.spaces import PoolnasError, SearchSpace
 
 #: Three architectures: max and avg cost the same, conv costs more.
 TINY = SearchSpace(points=1, ops=("max", "avg", "conv"), skips=("none",), widths=(8, 16))
@@ -216,7 +216,7 @@ def test_cli_engine_records_a_random_search(tmp_path, capsys, digits) -> None:
                  _space_file(tmp_path), "--subset", str(SUBSET), "--epochs", "1",
                  "--batch-size", "128", "--max-flops", str(budget), "--trials", "4"])
     assert code == 2
-    assert "different engine ('keras-tuner:random')" in capsys.readouterr().err
+    assert "different engine: 'keras-tuner:random'" in capsys.readouterr().err
 
 
 @pytest.mark.slow

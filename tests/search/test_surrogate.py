@@ -9,9 +9,8 @@ import optuna
 import pytest
 
 from poolnas.search import hypervolume
-from poolnas.search._enumerative import (
+from poolnas.search._surrogate import (
     ParetoSurrogateSampler,
-    additive_flops,
     expected_improvement,
     front_steps,
     improvement,
@@ -183,26 +182,6 @@ def test_ehvi_matches_monte_carlo_and_improvement_matches_hypervolume():
     draws = rng.normal(mu, sd, size=(20_000, 3))
     mc = np.mean([improvement(row, f3, levels, caps, floor, reference) for row in draws], axis=0)
     assert np.allclose(closed, mc, rtol=0.05, atol=1e-4)
-
-
-def test_additive_flops_exact_when_additive_and_falls_back_otherwise():
-    space = small_space()
-    calls = []
-
-    def arch_flops(arch):
-        calls.append(arch.key)
-        return flops_of(space.params_of(arch))
-
-    cheap = additive_flops(space, arch_flops)
-    assert len(set(calls)) <= 1 + 4 * 2 + 8
-    assert all(cheap(space.params_of(a)) == flops_of(space.params_of(a)) for a in space)
-
-    def interacting(arch):
-        p = space.params_of(arch)
-        return flops_of(p) + (7 if p["point1_op"] == p["point2_op"] == "conv" else 0)
-
-    fallback = additive_flops(space, interacting, verify=40)
-    assert all(fallback(space.params_of(a)) == interacting(a) for a in space)
 
 
 def test_budget_architectures_over_it_come_last():

@@ -7,8 +7,10 @@ Optuna search) and builds, for a choice of them, exactly the model
 so the models take raw images and export like poolnas' own. The model is compiled for integer
 labels with an ``accuracy`` metric, so a tuner's objective is ``"val_accuracy"``.
 
-KerasTuner is imported when this module is (``poolnas.spaces`` imports it on first use of
-``PoolNASHyperModel``), so the rest of ``poolnas.spaces`` stays free of it.
+KerasTuner is imported when this module is (``poolnas.search.keras_tuner`` imports it on first
+use of ``PoolNASHyperModel``); ``poolnas.spaces`` knows nothing of KerasTuner. The hypermodel
+marks the ``HyperParameters`` it declares with :data:`HYPERMODEL_ATTR`, which is how the
+:class:`~poolnas.search.OptunaOracle` of the same subpackage learns it.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import keras_tuner
 
-from poolnas.spaces._architecture import Architecture
-from poolnas.spaces._builder import build_model
-from poolnas.spaces._errors import PoolnasError
-from poolnas.spaces._memory import release_training_graphs
-from poolnas.spaces._space import SearchSpace
+from poolnas.spaces import (
+    Architecture,
+    PoolnasError,
+    SearchSpace,
+    build_model,
+    release_training_graphs,
+)
 
 if TYPE_CHECKING:
     import keras

@@ -8,8 +8,8 @@ architecture. It exploits two facts that Optuna's generic samplers cannot know:
    proposed, so an architecture is never proposed twice while an untrained one remains (no
    wasted "duplicate" proposals, which TPE and NSGA-II make on small categorical spaces).
 2. **FLOPs are known exactly before training.** Only accuracy is uncertain; the FLOPs of every
-   candidate come from a callable given at construction (poolnas counts them from the built
-   model without training it).
+   candidate come from a callable given at construction (poolnas counts them in closed form
+   from the architecture, without building a model).
 
 The model
 ---------
@@ -78,10 +78,10 @@ from optuna.distributions import CategoricalDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import TrialState
 
-__all__ = ["AdditiveFlops", "ParetoSurrogateSampler", "additive_flops"]
+from poolnas.search._costs import MAX_CANDIDATES
+from poolnas.search._trial_attrs import TrialAttrs
 
-#: Spaces larger than this are refused (every candidate is scored at every proposal).
-MAX_CANDIDATES = 50_000
+__all__ = ["ParetoSurrogateSampler"]
 
 
 def _phi(z: np.ndarray) -> np.ndarray:
@@ -90,9 +90,7 @@ def _phi(z: np.ndarray) -> np.ndarray:
 
 def _upper_tail(z: np.ndarray) -> np.ndarray:
     """1 - Phi(z), accurate in the tails."""
-    from math import erfc
-
-    return 0.5 * np.vectorize(erfc)(z / math.sqrt(2.0))
+    return 0.5 * np.vectorize(math.erfc)(z / math.sqrt(2.0))
 
 
 def _psi(z: np.ndarray) -> np.ndarray:
@@ -166,82 +164,6 @@ def improvement(acc: np.ndarray, flops: np.ndarray, levels: np.ndarray, caps: np
         width = np.maximum(cap - flops, 0.0)
         total += width * np.clip(np.minimum(acc, hi) - lo, 0.0, None)
     return total
-
-
-class AdditiveFlops:
-    """FLOPs that are additive over a space's choices: ``base`` (every parameter at its first
-    value) plus, for every other value chosen, that value's difference ``delta[(name, value)]``.
-
-    Exact when the downsampling points' costs are independent (fixed stage widths, as in the
-    presets); :func:`additive_flops` checks that before it hands one out. Stored with a study
-    (:meth:`to_json`), so that a resume or another worker does not count it again.
-    """
-
-    def __init__(self, base: float, delta: Mapping[tuple[str, Any], float]) -> None:
-        self.base = float(base)
-        self.delta = {key: float(value) for key, value in delta.items()}
-
-    def __call__(self, choice: Mapping[str, Any]) -> float:
-        return self.base + sum(self.delta.get(item, 0.0) for item in choice.items())
-
-    def largest(self, parameters: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
-        """The choice of ``parameters``' values with the most FLOPs (the first value on ties)."""
-        return {name: max(values, key=lambda v, n=name: self.delta.get((n, v), 0.0))
-                for name, values in parameters.items()}
-
-    def to_json(self) -> dict[str, Any]:
-        return {"base": self.base, "delta": [[n, v, d] for (n, v), d in self.delta.items()]}
-
-    @classmethod
-    def from_json(cls, data: Any, parameters: Mapping[str, Sequence[Any]]) -> AdditiveFlops | None:
-        """The table stored by :meth:`to_json`, or None unless it covers exactly ``parameters``
-        (each value but the first of each), e.g. a table stored for another space."""
-        try:
-            delta = {(str(n), v): float(d) for n, v, d in data["delta"]}
-            base = float(data["base"])
-        except (TypeError, KeyError, ValueError):
-            return None
-        wanted = {(name, v) for name, values in parameters.items() for v in list(values)[1:]}
-        return cls(base, delta) if set(delta) == wanted else None
-
-
-def additive_flops(space: Any, arch_flops: Callable[[Any], float], *, verify: int = 8,
-                   seed: int = 0) -> Callable[[Mapping[str, Any]], float]:
-    """A cheap ``flops_of(params)`` for :class:`ParetoSurrogateSampler` from an expensive
-    ``arch_flops(architecture)`` (e.g. ``lambda a: cost_model(a).flops``, which builds a model).
-
-    Counting every architecture of a 729-architecture space takes minutes (a Keras build each);
-    when the points' costs are independent (fixed stage widths, as in the presets) FLOPs are
-    additive over the choices, so ``1 + sum(len(values) - 1)`` counts give all of them: the
-    first value of every parameter is the base, and each other value adds its own difference.
-    ``verify`` random architectures are then counted exactly; if any differs, the additive form
-    is abandoned and the returned callable counts each architecture exactly (cached). The
-    additive form is returned as an :class:`AdditiveFlops`.
-    """
-    params = {name: tuple(values) for name, values in space.parameters().items()}
-    cache: dict[str, float] = {}
-
-    def exact(choice: Mapping[str, Any]) -> float:
-        arch = space.architecture(choice)
-        if arch.key not in cache:
-            cache[arch.key] = float(arch_flops(arch))
-        return cache[arch.key]
-
-    base_choice = {name: values[0] for name, values in params.items()}
-    base = exact(base_choice)
-    additive = AdditiveFlops(
-        base,
-        {(name, value): exact({**base_choice, name: value}) - base
-         for name, values in params.items() for value in values[1:]},
-    )
-    rng = np.random.default_rng(seed)
-    for _ in range(verify):
-        choice = {name: values[int(rng.integers(len(values)))] for name, values in params.items()}
-        arch = space.architecture(choice)
-        canonical = space.params_of(arch)
-        if not math.isclose(additive(canonical), exact(canonical), rel_tol=1e-9, abs_tol=0.5):
-            return exact
-    return additive
 
 
 class ParetoSurrogateSampler(BaseSampler):
@@ -407,7 +329,7 @@ class ParetoSurrogateSampler(BaseSampler):
             if index is None:
                 continue
             if t.state == TrialState.COMPLETE and t.values:
-                if "infeasible" in t.user_attrs:
+                if TrialAttrs.INFEASIBLE in t.user_attrs:
                     blocked[index] = False
                     continue
                 value = float(t.values[0])

@@ -2,18 +2,24 @@
 
 :class:`KerasTunerRunner` is a :class:`~poolnas.search.SearchRunner` whose candidates come from
 one of KerasTuner's own tuners (``RandomSearch``, ``BayesianOptimization`` or ``Hyperband``)
-over the same space and data, trained through :class:`~poolnas.spaces.PoolNASHyperModel` with
+over the same space and data, trained through :class:`~poolnas.search.PoolNASHyperModel` with
 the same budget (epochs, batch size, optimizer, repeats as KerasTuner's executions per trial,
-the same per-trial seed). Each KerasTuner trial becomes a trial of the study, stored like the
-CLI's (user attrs, the trained model as an artifact, a Pareto snapshot after each), so both
-engines can be compared on one dashboard.
+the same per-trial seed, :meth:`~poolnas.search.TrialRecorder.seed`). Each KerasTuner trial
+becomes a trial of the study, recorded by the runner's :class:`~poolnas.search.TrialRecorder`
+like the CLI's (user attrs, the trained model as an artifact, a Pareto snapshot after each), so
+both engines can be compared on one dashboard. The mixin :class:`_Recording` hooks a tuner's
+``on_trial_begin``/``run_trial``/``on_trial_end`` to the runner's
+``_begin``/``_untrained``/``_end``.
 
 What KerasTuner decides stays KerasTuner's: the tuner's score is the best epoch's validation
 accuracy and the stored model is that epoch's checkpoint; ``Hyperband`` trains for up to
-``--epochs`` and continues the best trials of a round (user attr ``continues``). Candidates over
-``--max-flops`` are not trained: KerasTuner sees a completed trial of accuracy 0, the study an
-infeasible one. KerasTuner's project folder (its trial files and checkpoints) is a temporary
-folder, or a new sub-folder of ``--tuner-dir``; nothing that exists is overwritten.
+``--epochs`` and continues the best trials of a round (``TrialAttrs.CONTINUES``), so one
+architecture trained again is no duplicate there. Candidates over ``--max-flops`` are not
+trained: KerasTuner sees a completed trial of accuracy 0, the study an infeasible one.
+KerasTuner's project folder (its trial files and checkpoints) is a temporary folder, or a new
+sub-folder of ``--tuner-dir``; nothing that exists is overwritten.
+
+:data:`TUNERS` is importable without KerasTuner (the CLI's parser lists it).
 """
 
 from __future__ import annotations
@@ -26,17 +32,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from poolnas.search._live_trials import FixedSampler, LiveTrial, RunningCandidate, last_line
-from poolnas.search._study import (
-    MAX_CONSECUTIVE_FAILURES,
-    SearchConfig,
-    SearchRunner,
-    TrialReport,
-    record_candidate,
-    record_evaluation,
-    reuse_evaluated,
-    rule_out_over_budget,
-    save_model_artifact,
+from poolnas.search._config import SearchConfig
+from poolnas.search._pareto import pareto_front
+from poolnas.search._runner import MAX_CONSECUTIVE_FAILURES, SearchRunner, TrialReport
+from poolnas.search._trial_attrs import TrialAttrs
+from poolnas.search.keras_tuner._live_trials import (
+    FixedSampler,
+    LiveTrial,
+    RunningCandidate,
+    last_line,
 )
 from poolnas.spaces import PoolnasError
 
@@ -44,6 +48,8 @@ if TYPE_CHECKING:
     import optuna
 
     from poolnas.evaluators import Dataset
+    from poolnas.search._recorder import TrialHooks
+    from poolnas.search.keras_tuner._hypermodel import PoolNASHyperModel
 
 #: ``--tuner`` choices.
 TUNERS = ("random", "bayesian", "hyperband")
@@ -65,8 +71,10 @@ class KerasTunerRunner(SearchRunner):
         tuner: ``random``, ``bayesian`` or ``hyperband``.
         directory: Where KerasTuner's project folder goes (a new sub-folder); None: a
             temporary folder, removed at the end.
-        report: Called with a :class:`~poolnas.search._study.TrialReport` after each trial.
+        report: Called with a :class:`~poolnas.search.TrialReport` after each trial.
         data: The data set, if already loaded.
+        hooks: What runs as trials are recorded (the CLI passes the dashboards' notes).
+        announce: Told what a start-up step is doing when it takes over 2 s (None: silent).
 
     Raises:
         PoolnasError: Unknown tuner, a missing ``directory``, or anything ``SearchRunner``
@@ -76,7 +84,8 @@ class KerasTunerRunner(SearchRunner):
     def __init__(self, config: SearchConfig, *, tuner: str = "random",
                  directory: str | os.PathLike[str] | None = None,
                  report: Callable[[TrialReport], None] | None = None,
-                 data: Dataset | None = None) -> None:
+                 data: Dataset | None = None, hooks: TrialHooks | None = None,
+                 announce: Callable[[str], None] | None = None) -> None:
         if tuner not in TUNERS:
             raise PoolnasError(f"unknown tuner {tuner!r}; choose one of: {', '.join(TUNERS)}")
         if directory is not None and not os.path.isdir(directory):
@@ -84,7 +93,7 @@ class KerasTunerRunner(SearchRunner):
         self.tuner_name = tuner
         self.engine = f"keras-tuner:{tuner}"
         self.directory = None if directory is None else os.fspath(directory)
-        super().__init__(config, report=report, data=data)
+        super().__init__(config, report=report, data=data, hooks=hooks, announce=announce)
         self.study.sampler = FixedSampler()
         self.hypermodel = self._hypermodel()
         self.project_dir: str | None = None
@@ -93,8 +102,8 @@ class KerasTunerRunner(SearchRunner):
         self._numbers: dict[str, int] = {}
         self._deadline: float | None = None
 
-    def _hypermodel(self) -> Any:
-        from poolnas.spaces import PoolNASHyperModel
+    def _hypermodel(self) -> PoolNASHyperModel:
+        from poolnas.search.keras_tuner._hypermodel import PoolNASHyperModel
 
         budget = self.config.budget
         return PoolNASHyperModel(
@@ -113,8 +122,6 @@ class KerasTunerRunner(SearchRunner):
         Raises:
             PoolnasError: Trials keep failing (the set-up, not one architecture, is broken).
         """
-        from poolnas.search._pareto import pareto_front
-
         # A run killed mid-trial left its trial RUNNING; the tuner proposes its own candidates
         # and would never run a queued copy, so it is only failed.
         self._reclaim_dead_trials(queue_again=False)
@@ -195,43 +202,33 @@ class KerasTunerRunner(SearchRunner):
         live = LiveTrial(self.study, identity=self.identity)
         try:
             self.config.space.suggest(live.trial)
-            cost = self.costs(arch)
-            record_candidate(live.trial, arch, cost,
-                             epochs=int(hp.values.get("tuner/epochs", self.config.budget.epochs)))
-            live.trial.set_user_attr("keras_tuner_trial", trial.trial_id)
+            live.trial.set_user_attr(TrialAttrs.KERAS_TUNER_TRIAL, trial.trial_id)
             parent = hp.values.get("tuner/trial_id")
             if parent is not None and parent in self._numbers:
-                live.trial.set_user_attr("continues", self._numbers[parent])
-            running = RunningCandidate(live=live, arch=arch, cost=cost, started=time.perf_counter())
+                live.trial.set_user_attr(TrialAttrs.CONTINUES, self._numbers[parent])
             # Hyperband trains one architecture for more and more epochs: not a duplicate.
-            original = (reuse_evaluated(live.trial, self.study, arch.key)
-                        if self.tuner_name != "hyperband" else None)
-            if original is not None:
-                running.values = (float(original.values[0]), float(original.values[1]))
-                self._annotate(live.trial, arch, remark=f"Same architecture as trial "
-                               f"{original.number}: its results are reused, its model and "
-                               "picture are there.", picture=False)
-            elif rule_out_over_budget(live.trial, cost, self.config.max_flops):
-                running.values = (0.0, float(cost.flops))
-                self._annotate(live.trial, arch, remark=f"Not trained: {cost.flops:,} FLOPs is "
-                               f"over the budget of {self.config.max_flops:,}.")
+            candidate = self.recorder.begin(
+                live.trial, arch,
+                epochs=int(hp.values.get("tuner/epochs", self.config.budget.epochs)),
+                reuse=self.tuner_name != "hyperband",
+            )
         except BaseException as error:
             live.tell(None, reason=f"{type(error).__name__}: {error}")
             raise
-        self._running[trial.trial_id] = running
+        self._running[trial.trial_id] = RunningCandidate(live=live, candidate=candidate)
         self.hypermodel.fits.clear()
         # The CLI's seed for this trial's initial weights.
-        self.hypermodel.seed = self.config.seed * 100_003 + live.number
+        self.hypermodel.seed = self.recorder.seed(live.number)
 
     def _untrained(self, trial: Any) -> dict[str, float] | None:
         """KerasTuner's result for a candidate that is not trained, or None to train it."""
         running = self._running.get(trial.trial_id)
-        if running is None or running.values is None:
+        if running is None or running.candidate.needs_training:
             return None
-        return {OBJECTIVE: running.values[0]}
+        return {OBJECTIVE: running.candidate.values[0]}
 
     def _end(self, tuner: Any, trial: Any) -> None:
-        """KerasTuner ended ``trial``: tell its Optuna trial, snapshot and report."""
+        """KerasTuner ended ``trial``: tell its Optuna trial; the runner snapshots and reports."""
         running = self._running.pop(trial.trial_id, None)
         if running is None:
             return
@@ -242,7 +239,7 @@ class KerasTunerRunner(SearchRunner):
             live.tell(None, reason=last_line(trial.message, f"KerasTuner trial {trial.status}"))
         else:
             try:
-                values = running.values or self._record_trained(tuner, trial, running)
+                values = running.candidate.values or self._record_trained(tuner, trial, running)
             except BaseException as error:
                 live.tell(None, reason=f"{type(error).__name__}: {error}")
                 raise
@@ -252,23 +249,20 @@ class KerasTunerRunner(SearchRunner):
 
     def _record_trained(self, tuner: Any, trial: Any,
                         running: RunningCandidate) -> tuple[float, float]:
+        """Record what KerasTuner trained: its score, the best epoch's model, the timings."""
+        candidate = running.candidate
         accuracy = float(trial.score)
         fits = list(self.hypermodel.fits)
         accuracies = [max(f["history"][OBJECTIVE]) for f in fits if f["history"].get(OBJECTIVE)]
         seconds = {"train": sum(f["seconds"] for f in fits)}
-        stored_at = time.perf_counter()
+        loaded_at = time.perf_counter()
         model = tuner.load_model(trial)  # the best epoch's checkpoint, as KerasTuner scores it
-        artifact_id = save_model_artifact(self.handle, running.live.trial, model)
-        seconds["storage"] = time.perf_counter() - stored_at
-        annotated_at = time.perf_counter()
-        self._annotate(running.live.trial, running.arch)
-        seconds["annotate"] = time.perf_counter() - annotated_at
-        seconds["total"] = time.perf_counter() - running.started
-        record_evaluation(running.live.trial, artifact_id=artifact_id,
-                          accuracies=accuracies or [accuracy], train_seconds=seconds["train"],
-                          seconds=seconds)
-        self.timings.append(seconds)
-        return accuracy, float(running.cost.flops)
+        seconds["load"] = time.perf_counter() - loaded_at
+        values = self.recorder.record_trained(
+            candidate, model=model, accuracy=accuracy, accuracies=accuracies,
+            train_seconds=seconds["train"], seconds=seconds)
+        self.timings.append(candidate.seconds)
+        return values
 
     def _limit(self, tuner: Any) -> None:
         """Let the tuner run as many more trials as the study still needs (none to stop it)."""

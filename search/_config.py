@@ -1,0 +1,107 @@
+"""``poolnas search``'s configuration: one validated value, checked before anything is written."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from poolnas.evaluators import Budget
+from poolnas.search._samplers import SAMPLERS
+from poolnas.search._settings import as_json
+from poolnas.search._storage import needs_artifact_dir
+from poolnas.spaces import PoolnasError, SearchSpace
+
+if TYPE_CHECKING:
+    from poolnas.evaluators import Dataset
+
+#: The default storage: a SQLite file in the working directory.
+DEFAULT_STORAGE = "sqlite:///poolnas.db"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    """Everything ``poolnas search`` needs, validated before anything is written.
+
+    Args:
+        study: Study name; the same name and storage resume the study.
+        storage: An Optuna storage URL (``sqlite:///file.db``, PostgreSQL, MySQL) or a journal
+            file path ending in ``.log``.
+        trials: The study ends with this many complete trials in total.
+        timeout: Seconds this run may take (None: no limit).
+        sampler: ``auto`` (default: ``surrogate`` for spaces it can enumerate, else ``tpe``),
+            ``surrogate``, ``tpe``, ``nsga2``, ``random`` or ``grid``.
+        space: The search space.
+        dataset: Data set spec (``digits``, a Keras data set name, an ``.npz``, a folder).
+        data_options: Keyword options of :func:`poolnas.evaluators.load_dataset`.
+        budget: Training budget of one trial.
+        seed: Seeds the sampler and the training of every trial.
+        max_flops: Candidates above this are recorded as infeasible without training.
+        artifacts: Directory of the artifact store (default: beside a SQLite database).
+        heartbeat: Seconds between the heartbeats of a running trial (database storages). A
+            trial whose heartbeat is ``2 * heartbeat`` seconds old is failed and queued again;
+            one whose worker ran on this machine and died is failed at once.
+        worker: Index of this worker among those started together (``--workers``), for
+            messages. Workers need no seeds of their own: each trial draws with a seed made of
+            ``seed`` and the trial's number.
+    """
+
+    study: str = "poolnas"
+    storage: str = DEFAULT_STORAGE
+    trials: int = 20
+    timeout: float | None = None
+    sampler: str = "auto"
+    space: SearchSpace = field(default_factory=SearchSpace)
+    dataset: str = "digits"
+    data_options: dict[str, Any] = field(default_factory=dict)
+    budget: Budget | None = None
+    seed: int = 0
+    max_flops: int | None = None
+    artifacts: str | None = None
+    heartbeat: int = 60
+    worker: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.study, str) or not self.study.strip():
+            raise PoolnasError("--study must be a non-empty name")
+        if self.trials < 1:
+            raise PoolnasError(f"--trials must be at least 1, got {self.trials}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise PoolnasError(
+                f"--timeout must be a positive number of seconds, got {self.timeout}"
+            )
+        if self.sampler not in SAMPLERS:
+            raise PoolnasError(
+                f"unknown sampler {self.sampler!r}; choose one of: {', '.join(SAMPLERS)}"
+            )
+        if self.max_flops is not None and self.max_flops < 1:
+            raise PoolnasError(f"--max-flops must be a positive number, got {self.max_flops}")
+        if not isinstance(self.heartbeat, int) or self.heartbeat < 1:
+            raise PoolnasError(f"--heartbeat must be a positive whole number of seconds, "
+                               f"got {self.heartbeat!r}")
+        if not isinstance(self.worker, int) or self.worker < 0:
+            raise PoolnasError(f"worker index must be 0 or more, got {self.worker!r}")
+        if self.artifacts is None and needs_artifact_dir(self.storage):
+            raise PoolnasError(
+                "--storage is a database server (or in memory): there is no place beside it for "
+                "the trained models; pass --artifacts DIR, a directory every worker can reach"
+            )
+        if self.budget is None:
+            object.__setattr__(self, "budget", Budget())
+
+    def study_settings(self, data: Dataset, *, engine: str | None = None) -> dict[str, Any]:
+        """The settings a study of this configuration stores (see :mod:`._settings`)."""
+        settings = {
+            "dataset": self.dataset,
+            "data_options": dict(sorted(self.data_options.items())),
+            "seed": self.seed,
+            "budget": asdict(self.budget),
+            "space": self.space.to_dict(),
+            "input_shape": list(data.input_shape),
+            "num_classes": int(data.num_classes),
+            "input_scale": float(data.input_scale),
+            "input_offset": float(data.input_offset),
+            "max_flops": self.max_flops,
+        }
+        if engine is not None:
+            settings["engine"] = engine
+        return as_json(settings)

@@ -1,0 +1,394 @@
+"""The Optuna loop: run or resume one study, trial after trial, alone or beside other workers.
+
+:class:`SearchRunner` owns the loop and nothing it delegates: the study's creation and settings
+(:mod:`._settings`), what a trial records (:class:`~poolnas.search.TrialRecorder`), the samplers
+(:mod:`._samplers`), dead workers' trials (:mod:`._reclaim`), signals (:mod:`._signals`) and the
+study lock (:mod:`._locks`). One trial is one architecture drawn from the
+:class:`~poolnas.spaces.SearchSpace`; its two values are validation accuracy (maximize) and
+FLOPs (minimize). :class:`TrialReport` is what the progress line of a finished trial shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import optuna
+
+from poolnas.evaluators import evaluate_architecture, load_dataset
+from poolnas.search._config import SearchConfig
+from poolnas.search._costs import CostModel
+from poolnas.search._locks import StudyLock
+from poolnas.search._pareto import pareto_front
+from poolnas.search._reclaim import (
+    POLL_SECONDS,
+    AttrHeartbeat,
+    WorkerIdentity,
+    has_optuna_heartbeat,
+    reclaim_dead_trials,
+    retry_callback,
+)
+from poolnas.search._recorder import TrialHooks, TrialRecorder
+from poolnas.search._samplers import make_sampler
+from poolnas.search._settings import create_or_resume, settings_of
+from poolnas.search._signals import GracefulStop
+from poolnas.search._storage import StorageHandle, open_storage
+from poolnas.search._surrogate import ParetoSurrogateSampler
+from poolnas.search._trial_attrs import TrialAttrs
+from poolnas.spaces import PoolnasError, freeze_startup_objects
+
+if TYPE_CHECKING:
+    from poolnas.evaluators import Dataset
+
+#: Trials that fail one after another before the search gives up (a broken set-up, not bad luck).
+MAX_CONSECUTIVE_FAILURES = 5
+#: A start-up step that takes longer than this says what it is doing.
+SLOW_STEP_SECONDS = 2.0
+
+
+@contextlib.contextmanager
+def announce_if_slow(what: str, say: Callable[[str], None] | None,
+                     after: float = SLOW_STEP_SECONDS) -> Iterator[None]:
+    """Run the body; if it takes more than ``after`` seconds, ``say(what + "…")`` meanwhile."""
+    if say is None:
+        yield
+        return
+    timer = threading.Timer(after, say, args=(f"{what}…",))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+@dataclass
+class TrialReport:
+    """What the progress line of one finished trial shows."""
+
+    number: int
+    key: str
+    state: str
+    accuracy: float | None = None
+    flops: int | None = None
+    seconds: float = 0.0
+    note: str = ""
+    front_size: int = 0
+    best_accuracy: float | None = None
+    done: int = 0
+    total: int = 0
+
+
+class SearchRunner:
+    """Runs (or resumes) one study. State: the study, its storage, data and recorder.
+
+    Args:
+        config: What to search, where, for how long.
+        report: Called with a :class:`TrialReport` after each trial (the progress line).
+        data: The data set, if already loaded.
+        hooks: What runs as trials are recorded (the CLI passes the dashboards' notes).
+        announce: Told what a start-up step is doing when it takes over 2 s (None: silent).
+
+    Raises:
+        PoolnasError: Bad data, storage or study settings; nothing was written then.
+    """
+
+    #: What proposes the candidates, when it is not Optuna's sampler; stored in the study's
+    #: settings as ``engine`` (``keras-tuner:random``, …), and a resume with another is refused.
+    engine: str | None = None
+
+    def __init__(self, config: SearchConfig, *,
+                 report: Callable[[TrialReport], None] | None = None,
+                 data: Dataset | None = None, hooks: TrialHooks | None = None,
+                 announce: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.report = report or (lambda _: None)
+        # Everything that can fail on user input fails here, before storage is touched.
+        if data is None:
+            with announce_if_slow(f"loading the data set {config.dataset!r}", announce):
+                data = load_dataset(config.dataset, seed=config.seed, **config.data_options)
+        self.data = data
+        config.space.check_input_shape(self.data.input_shape)
+        import keras  # noqa: F401  (imported before the freeze below)
+
+        # Every trial clears Keras' session, a full garbage collection: keep it cheap.
+        freeze_startup_objects()
+        self.costs = CostModel(self.data.input_shape, self.data.num_classes,
+                               input_scale=self.data.input_scale,
+                               input_offset=self.data.input_offset)
+        self._flops_of = self.costs.flops_of(config.space)
+        with announce_if_slow("opening the storage", announce):
+            self.handle: StorageHandle = open_storage(config.storage, create=True,
+                                                      artifacts=config.artifacts,
+                                                      heartbeat_interval=config.heartbeat)
+        try:
+            with announce_if_slow(f"creating or resuming study {config.study!r} (the costs of "
+                                  f"{config.space.size:,} architectures)", announce):
+                self.study = create_or_resume(
+                    self.handle, config.study,
+                    config.study_settings(self.data, engine=self.engine),
+                    new_costs=lambda: {**self.costs.study_costs(config.space),
+                                       "artifacts": self._artifacts_recorded()},
+                    sampler=self._sampler(config.seed),
+                )
+        except BaseException:
+            self.handle.discard_if_new()  # A refused or interrupted start leaves no file.
+            raise
+        self.recorder = TrialRecorder(self.handle, self.study, settings_of(self.study),
+                                      costs=self.costs, hooks=hooks)
+        self.reference_flops = self.recorder.reference_flops
+        self._failures = 0
+        self._last_failure = ""
+        self.timings: list[dict[str, float]] = []
+        self.identity = WorkerIdentity.current()
+        self.stop = GracefulStop()
+        self._lock: StudyLock | None = None
+        self._interrupted_trial: int | None = None
+        self._current_trial: int | None = None
+
+    def _artifacts_recorded(self) -> str | None:
+        """Where this study's models go, as its settings record it (absolute; None: nowhere)."""
+        directory = self.handle.artifact_dir
+        return None if directory is None else str(directory.resolve())
+
+    # ------------------------------------------------------------------ objective
+    def objective(self, trial: optuna.Trial) -> tuple[float, float]:
+        """Train and record one trial's architecture: its ``(accuracy, flops)``."""
+        arch = self.config.space.suggest(trial)
+        candidate = self.recorder.begin(trial, arch, epochs=self.config.budget.epochs)
+        if not candidate.needs_training:
+            return candidate.values
+        evaluation = evaluate_architecture(arch, self.data, self.config.budget,
+                                           seed=self.recorder.seed(trial.number),
+                                           interrupted=self.stop.signalled)
+        values = self.recorder.record_trained(
+            candidate, model=evaluation.model, accuracy=evaluation.accuracy,
+            accuracies=evaluation.accuracies, train_seconds=evaluation.train_seconds,
+            seconds=evaluation.seconds)
+        self.timings.append(candidate.seconds)
+        return values
+
+    # ------------------------------------------------------------------ after each trial
+    def _after_trial(self, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        state = frozen.state.name.lower()
+        key = frozen.user_attrs.get(TrialAttrs.ARCHITECTURE, "?")
+        if frozen.state == optuna.trial.TrialState.FAIL:
+            self._failures += 1
+            self._last_failure = frozen.user_attrs.get(TrialAttrs.FAIL_REASON, "unknown error")
+        elif frozen.state == optuna.trial.TrialState.COMPLETE:
+            self._failures = 0
+        trials = study.get_trials(deepcopy=False)
+        front = pareto_front(trials)
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        done = len(complete)
+        if frozen.state == optuna.trial.TrialState.COMPLETE:
+            self.recorder.completed(frozen.number, trials)
+            # The count is this trial's place among the complete ones, so that workers that
+            # finish at once do not print the same count twice.
+            place = sum(t.datetime_complete <= frozen.datetime_complete for t in complete)
+        else:
+            place = done
+        note = ""
+        if TrialAttrs.DUPLICATE_OF in frozen.user_attrs:
+            note = f"same as trial {frozen.user_attrs[TrialAttrs.DUPLICATE_OF]}"
+        elif TrialAttrs.INFEASIBLE in frozen.user_attrs:
+            note = "over the FLOPs budget"
+        elif frozen.state == optuna.trial.TrialState.FAIL:
+            note = frozen.user_attrs.get(TrialAttrs.FAIL_REASON, "failed")
+        trained = frozen.values and TrialAttrs.INFEASIBLE not in frozen.user_attrs
+        self.report(TrialReport(
+            number=frozen.number, key=key, state=state,
+            accuracy=frozen.values[0] if trained else None,
+            flops=int(frozen.values[1]) if frozen.values else None,
+            seconds=(frozen.duration.total_seconds() if frozen.duration else 0.0),
+            note=note, front_size=len(front),
+            best_accuracy=max((t.values[0] for t in front), default=None),
+            done=place, total=self.config.trials,
+        ))
+        if done >= self.config.trials or self._failures >= MAX_CONSECUTIVE_FAILURES:
+            self._stop_optimizing(study)
+
+    def _reclaim_dead_trials(self, *, queue_again: bool = True) -> None:
+        """Fail the trials of dead workers (and queue each again, unless told not to); report
+        each (:func:`~poolnas.search.reclaim_dead_trials`)."""
+        for number in reclaim_dead_trials(self.study, grace_period=2 * self.config.heartbeat,
+                                          here=self.identity, queue_again=queue_again):
+            dead = self.study.trials[number]
+            reason = dead.user_attrs.get(TrialAttrs.FAIL_REASON,
+                                         "its worker stopped sending heartbeats")
+            self._report_failed(dead, reason + "; queued again" if queue_again else reason)
+
+    def _report_failed(self, trial: optuna.trial.FrozenTrial, note: str) -> None:
+        """The progress line of a trial failed outside the objective (its worker died)."""
+        trials = self.study.get_trials(deepcopy=False)
+        front = pareto_front(trials)
+        self.report(TrialReport(
+            number=trial.number, key=trial.user_attrs.get(TrialAttrs.ARCHITECTURE, "?"),
+            state="fail",
+            note=note, front_size=len(front),
+            best_accuracy=max((t.values[0] for t in front), default=None),
+            done=sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials),
+            total=self.config.trials,
+        ))
+
+    def _stop_optimizing(self, study: optuna.Study) -> None:
+        """End ``study.optimize`` after this trial (the KerasTuner engine stops its tuner)."""
+        study.stop()
+
+    # ------------------------------------------------------------------ run
+    def complete_trials(self) -> int:
+        return len(self.study.get_trials(deepcopy=False,
+                                         states=(optuna.trial.TrialState.COMPLETE,)))
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to stop before its next trial (thread-safe)."""
+        self.stop.request()
+
+    def run(self) -> list[optuna.trial.FrozenTrial]:
+        """Run until the study has ``trials`` complete trials in total (or the timeout).
+
+        Several workers (processes, machines) may run one study. Each starts a trial only while
+        it holds the study's :class:`~poolnas.search.StudyLock` and sees a free slot (complete
+        plus running trials below ``trials``), so the study ends with exactly ``trials``
+        complete trials. A worker without a free slot waits for the running trials: if one
+        fails, or its worker died and it is reclaimed, the slot is free again. Before each trial
+        the trials of dead workers are failed and queued again, and a queued trial runs first.
+        Ctrl-C and SIGTERM stop cleanly (:class:`~poolnas.search.GracefulStop`).
+
+        Returns:
+            The Pareto front of the study.
+
+        Raises:
+            PoolnasError: Trials keep failing (the set-up, not one architecture, is broken).
+            KeyboardInterrupt: A signal stopped the run. A trial it interrupted was failed and
+                queued again; the rest of the study is as it was.
+        """
+        timeout = self.config.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        lock = StudyLock(self.handle, self.config.study)
+        with self.stop:
+            try:
+                while not self.stop.stopping and self._failures < MAX_CONSECUTIVE_FAILURES:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+                    lock.acquire()
+                    try:
+                        step = self._next_step()
+                        if step == "run":
+                            self._lock = lock  # The objective releases it once it has begun.
+                            self._run_one_trial()
+                    finally:
+                        self._lock = None
+                        lock.release()
+                    if step == "done":
+                        break
+                    if step == "wait":
+                        self.stop.wait(POLL_SECONDS)
+            except KeyboardInterrupt:
+                self._queue_interrupted_trial()
+                raise
+        if self.stop.signal is not None:
+            raise KeyboardInterrupt(f"stopped by {signal.Signals(self.stop.signal).name}")
+        if self._failures >= MAX_CONSECUTIVE_FAILURES:
+            raise PoolnasError(
+                f"{self._failures} trials failed in a row, last because: {self._last_failure}"
+            )
+        return pareto_front(self.study.get_trials(deepcopy=False))
+
+    def _next_step(self) -> str:
+        """``"run"``, ``"wait"`` or ``"done"``; called while holding the study lock."""
+        state = optuna.trial.TrialState
+        self._reclaim_dead_trials()
+        trials = self.study.get_trials(deepcopy=False)
+        complete = sum(t.state == state.COMPLETE for t in trials)
+        if complete >= self.config.trials:
+            return "done"
+        if complete + sum(t.state == state.RUNNING for t in trials) >= self.config.trials:
+            return "wait"  # Other workers' trials take the remaining slots.
+        # The next trial (its number is the count so far: trials are made under the lock) draws
+        # with a seed of its own, so that workers on one study, which share --seed, do not
+        # replay each other's draws, and a resumed run does not replay the first one's. Not
+        # the surrogate sampler, which already seeds each trial with the seed and its number,
+        # nor the grid sampler: its seed shuffles the grid, and trial k takes point k of that
+        # order, so every trial, worker and resume must see the one order of the study's seed
+        # (a new order per trial proposed points twice while others were left).
+        seed = (self.config.seed * 1_000_003 + len(trials)) % 2**32
+        if not isinstance(self.study.sampler,
+                          (ParetoSurrogateSampler, optuna.samplers.GridSampler)):
+            self.study.sampler = self._sampler(seed)
+        return "run"
+
+    def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return make_sampler(self.config.sampler, self.config.space, seed,
+                            flops_of=self._flops_of, max_flops=self.config.max_flops)
+
+    def _run_one_trial(self) -> None:
+        """One trial through ``study.optimize`` (its heartbeat, retries and callbacks)."""
+        self._current_trial = None
+        try:
+            self.study.optimize(self._objective_recording_failures, n_trials=1,
+                                catch=(Exception,), callbacks=[self._after_trial],
+                                gc_after_trial=True)
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            # Optuna cannot finish a trial that another worker failed meanwhile: it took this
+            # one for dead (its heartbeat came too late) and queued it again. Nothing is lost
+            # but this attempt; any other error is a bug and propagates.
+            taken = None if self._current_trial is None else \
+                self.study._storage.get_trial(self._current_trial)
+            if taken is None or taken.state != optuna.trial.TrialState.FAIL:
+                raise
+            self._report_failed(taken, "another worker took it for dead (its heartbeat was "
+                                "late; raise --heartbeat); it is queued again")
+
+    def _queue_interrupted_trial(self) -> None:
+        """Queue the trial a signal interrupted again, so that a resume trains it first."""
+        trial_id, self._interrupted_trial = self._interrupted_trial, None
+        if trial_id is None:
+            return
+        storage = self.study._storage
+        frozen = storage.get_trial(trial_id)
+        if frozen.state == optuna.trial.TrialState.FAIL:
+            retry_callback(storage)(self.study, frozen)
+
+    def _stopped_by(self, error: BaseException) -> str:
+        """``stopped by SIGINT`` (the signal that stopped the trial), else the error's text."""
+        if self.stop.signal is not None:
+            return f"stopped by {signal.Signals(self.stop.signal).name}"
+        return str(error) or "KeyboardInterrupt"
+
+    def _objective_recording_failures(self, trial: optuna.Trial) -> tuple[float, float]:
+        self._current_trial = trial._trial_id
+        try:
+            # Named before other workers may look: none takes it for the trial of a dead one.
+            trial.set_user_attr(TrialAttrs.WORKER, self.identity.as_attr())
+        finally:
+            if self._lock is not None:
+                self._lock.release()  # The trial exists: the next worker may count and start.
+        beat = (contextlib.nullcontext() if has_optuna_heartbeat(self.study._storage) else
+                AttrHeartbeat(self.study._storage, trial._trial_id, self.config.heartbeat))
+        try:
+            with self.stop.interruptible(), beat:
+                return self.objective(trial)
+        except KeyboardInterrupt as error:
+            self._interrupted_trial = trial._trial_id
+            trial.set_user_attr(TrialAttrs.FAIL_REASON, f"interrupted: {self._stopped_by(error)}")
+            raise
+        except Exception as error:
+            if self.stop.signal is not None:
+                # The handler's KeyboardInterrupt landed inside TensorFlow's C++ code, which
+                # turned it into another error (seen: a TypeError from nest.flatten).
+                why = self._stopped_by(error)
+                self._interrupted_trial = trial._trial_id
+                trial.set_user_attr(TrialAttrs.FAIL_REASON, f"interrupted: {why}")
+                raise KeyboardInterrupt(why) from error
+            reason = f"{type(error).__name__}: {error}".strip()
+            trial.set_user_attr(TrialAttrs.FAIL_REASON,
+                                reason.splitlines()[0][:500] if reason else "error")
+            raise
+
+

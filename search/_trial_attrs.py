@@ -1,0 +1,52 @@
+"""What a poolnas study and its trials store: every attribute name, defined once.
+
+A trial of a poolnas study carries these Optuna user attrs (:class:`TrialAttrs`); the study
+carries its settings under :data:`STUDY_ATTR` (see :mod:`poolnas.search._settings`). Every
+module that writes or reads them, in ``search/`` and ``dashboards/``, names them from here, so
+that a renamed field is one edit and a misspelt one is a NameError, not a silent miss.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: The study's user attr that holds its settings (data, budget, space, costs; see _settings).
+STUDY_ATTR: Final = "poolnas"
+
+
+class TrialAttrs:
+    """The user-attr names of a poolnas trial.
+
+    Every trial: ``ARCHITECTURE`` (the key), ``FLOPS``, ``MACS``, ``PARAMS``, ``EPOCHS`` and
+    ``WORKER`` (who runs it). A trained trial: ``ACCURACIES`` (one per seed),
+    ``ACCURACY_STD``, ``TRAIN_SECONDS``, ``SECONDS`` (wall time by phase), ``MODEL_ARTIFACT``
+    and ``DIAGRAM_ARTIFACT`` (Optuna artifact ids). Where they apply: ``DUPLICATE_OF`` (the
+    trial whose results were reused), ``INFEASIBLE`` (why the FLOPs budget ruled it out),
+    ``FAIL_REASON``, ``RETRY_OF`` (the attempt a retry repeats), ``HEARTBEAT`` (journal files),
+    and, for trials a KerasTuner tuner ran, ``KERAS_TUNER_TRIAL`` and ``CONTINUES``.
+    """
+
+    ARCHITECTURE: Final = "architecture"
+    FLOPS: Final = "flops"
+    MACS: Final = "macs"
+    PARAMS: Final = "params"
+    EPOCHS: Final = "epochs"
+    ACCURACIES: Final = "accuracies"
+    ACCURACY_STD: Final = "accuracy_std"
+    TRAIN_SECONDS: Final = "train_seconds"
+    SECONDS: Final = "seconds"
+    MODEL_ARTIFACT: Final = "model_artifact"
+    DIAGRAM_ARTIFACT: Final = "diagram_artifact"
+    DUPLICATE_OF: Final = "duplicate_of"
+    INFEASIBLE: Final = "infeasible"
+    FAIL_REASON: Final = "fail_reason"
+    RETRY_OF: Final = "retry_of"
+    WORKER: Final = "worker"
+    HEARTBEAT: Final = "heartbeat"
+    KERAS_TUNER_TRIAL: Final = "keras_tuner_trial"
+    CONTINUES: Final = "continues"
+
+    #: What a duplicate copies from the trial that was trained (its results, not its timings).
+    REUSED: Final = (ACCURACY_STD, ACCURACIES, TRAIN_SECONDS, MODEL_ARTIFACT, INFEASIBLE)
+    #: What a retry keeps from the attempt that died (the rest is measured again).
+    KEPT_BY_RETRY: Final = (ARCHITECTURE,)
