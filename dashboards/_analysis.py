@@ -22,14 +22,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from optuna.trial import TrialState
+
 from poolnas.search import STUDY_ATTR, TrialAttrs, is_feasible, pareto_front
-from poolnas.spaces import OPS, SKIPS, Architecture, PoolnasError
+from poolnas.spaces import OPS, SKIPS, Architecture, PoolnasError, SearchSpace
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
-
-    from poolnas.spaces import SearchSpace
 
 #: The two choices the answer table is about, in the order it shows them.
 KINDS = ("op", "skip")
@@ -222,8 +222,6 @@ def candidates_of(trials: Iterable[FrozenTrial], *,
     Returns:
         Complete trials with two values and a readable architecture key, by trial number.
     """
-    from optuna.trial import TrialState
-
     trials = list(trials)
     front = {t.number for t in pareto_front(trials)} if front is None else set(front)
     seen: set[str] = set()
@@ -379,8 +377,6 @@ def analyse_choices(trials: Iterable[FrozenTrial], *,
 
 def study_space(study: optuna.Study) -> SearchSpace | None:
     """The search space a poolnas study recorded (user attr ``poolnas``), or None."""
-    from poolnas.spaces import SearchSpace
-
     settings = study.user_attrs.get(STUDY_ATTR) or {}
     try:
         return SearchSpace.from_dict(settings["space"]) if "space" in settings else None

@@ -17,12 +17,14 @@ import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import optuna
+
 from poolnas.dashboards._analysis import KINDS, ChoiceAnalysis, analyse_study, flops_text
 from poolnas.dashboards._diagram import architecture_png
+from poolnas.evaluators import point_costs
 from poolnas.search import TrialAttrs, TrialEvent, TrialHooks
 
 if TYPE_CHECKING:
-    import optuna
     from optuna.artifacts._protocol import ArtifactStore
 
     from poolnas.evaluators import PointCost
@@ -98,8 +100,6 @@ def annotate_trial(trial: optuna.Trial, arch: Architecture, *,
     ok = True
     costs = None
     try:
-        from poolnas.evaluators import point_costs
-
         costs = point_costs(arch, tuple(input_shape), num_classes, compare=False, model=model)
     except Exception as error:  # the note is still worth having without FLOPs
         ok = _warn(f"trial {trial.number}: cannot count FLOPs per point", error)
@@ -133,8 +133,6 @@ def annotate(event: TrialEvent) -> bool:
 
 def _upload(trial: optuna.Trial, store: ArtifactStore, body: bytes, name: str,
             mimetype: str) -> str:
-    import optuna
-
     with tempfile.TemporaryDirectory(prefix="poolnas-") as tmp:
         path = os.path.join(tmp, name)
         with open(path, "wb") as handle:

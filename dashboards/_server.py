@@ -10,6 +10,7 @@ on Ctrl-C (or SIGTERM): the listening socket and the database connections are cl
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import signal
 import socket
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from poolnas.search import open_storage, recorded_artifacts
 from poolnas.spaces import PoolnasError
 
 
@@ -93,9 +95,12 @@ def serve(storage: str, *, host: str = "127.0.0.1", port: int = 8080,
     """
     import optuna_dashboard
 
-    from poolnas.search import open_storage
-
     handle = open_storage(storage, create=False, artifacts=artifacts)
+    recorded = recorded_artifacts(handle) if artifacts is None else None
+    if recorded is not None and recorded != handle.artifact_dir:
+        handle = dataclasses.replace(handle, artifact_dir=recorded)
+        print(f"poolnas: artifacts: {recorded} (recorded by the searches; --artifacts "
+              "overrides)", file=sys.stderr, flush=True)
     with handle:
         store = handle.artifact_store() if handle.artifact_dir is not None else None
         app = optuna_dashboard.wsgi(handle.optuna_storage, artifact_store=store)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from poolnas.evaluators._breakdown import PointCost, point_costs
 from poolnas.evaluators._closed_form import architecture_cost, cost_table
-from poolnas.evaluators._data import BUILTIN_DATASETS, Dataset, load_dataset
+from poolnas.evaluators._data import BUILTIN_DATASETS, Dataset, keras_home, load_dataset
 from poolnas.evaluators._flops import Cost, LayerCost, count_cost, layer_costs
 from poolnas.evaluators._profiler import profiler_flops
 from poolnas.evaluators._training import (
@@ -37,6 +37,7 @@ __all__ = [
     "fresh_model",
     "fuse_updates",
     "layer_costs",
+    "keras_home",
     "load_dataset",
     "point_costs",
     "profiler_flops",

@@ -19,6 +19,8 @@ Data are loaded once per process: repeated calls with the same arguments return 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -400,20 +402,31 @@ def _load_digits() -> _Raw:
                 scale=(1.0 / _DIGITS_MAX, 0.0))
 
 
+def keras_home() -> Path:
+    """Where Keras keeps its configuration and downloads: ``$KERAS_HOME`` or ``~/.keras``."""
+    return Path(os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras"))))
+
+
 def _load_keras(name: str) -> _Raw:
     import keras
 
     module = getattr(keras.datasets, name)
+    cache = keras_home() / "datasets"
+    existed = cache.is_dir()
+    said = io.StringIO()  # Keras prints "Downloading data from …"; an error says it all.
     try:
-        if name == "cifar100":
-            (x_train, y_train), (x_test, y_test) = module.load_data(label_mode="fine")
-        else:
-            (x_train, y_train), (x_test, y_test) = module.load_data()
+        with contextlib.redirect_stdout(said):
+            if name == "cifar100":
+                (x_train, y_train), (x_test, y_test) = module.load_data(label_mode="fine")
+            else:
+                (x_train, y_train), (x_test, y_test) = module.load_data()
     except Exception as error:  # noqa: BLE001 - Keras raises bare Exception on a failed fetch.
+        if not existed and cache.is_dir() and not any(cache.iterdir()):
+            cache.rmdir()  # The failed download leaves nothing behind.
         reason = " ".join(str(error).split()) or type(error).__name__
         raise PoolnasError(
             f"could not download the {name} data set ({reason}); connect to the internet once "
-            f"(it is cached in ~/.keras/datasets) or pass --dataset PATH with an .npz file or an "
+            f"(it is cached in {cache}) or pass --dataset PATH with an .npz file or an "
             "image folder"
         ) from None
     arrays = {

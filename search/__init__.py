@@ -60,7 +60,13 @@ from poolnas.search._recorder import Candidate, TrialEvent, TrialHooks, TrialRec
 from poolnas.search._retrain import Retrained, kendall_tau, retrain_trials, study_data
 from poolnas.search._runner import SearchRunner, TrialReport
 from poolnas.search._samplers import SAMPLERS, make_sampler
-from poolnas.search._settings import METRIC_NAMES, open_study, settings_of, trial_seed
+from poolnas.search._settings import (
+    METRIC_NAMES,
+    open_study,
+    recorded_artifacts,
+    settings_of,
+    trial_seed,
+)
 from poolnas.search._signals import GracefulStop
 from poolnas.search._snapshots import (
     SCHEMA_VERSION,
@@ -134,6 +140,7 @@ __all__ = [
     "pareto_front",
     "quiet_tensorflow",
     "reclaim_dead_trials",
+    "recorded_artifacts",
     "retrain_trials",
     "run_with_workers",
     "select_trials",

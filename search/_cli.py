@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 import optuna
@@ -32,7 +32,7 @@ from poolnas.dashboards import (
     serve,
     write_report,
 )
-from poolnas.evaluators import Budget, count_cost, point_costs, profiler_flops
+from poolnas.evaluators import Budget, count_cost, keras_home, point_costs, profiler_flops
 from poolnas.search._config import DEFAULT_STORAGE, SearchConfig
 from poolnas.search._export import MANIFEST, export_trials, trial_record
 from poolnas.search._pareto import pareto_front
@@ -329,7 +329,27 @@ def _say(what: str) -> None:
     print(f"poolnas: {what}", flush=True)
 
 
+@contextlib.contextmanager
+def _keras_home_as_it_was() -> Iterator[None]:
+    """A search refused at start writes nothing: not even the ``keras.json`` (and its folder)
+    that importing Keras creates in ``$KERAS_HOME`` or ``~/.keras``."""
+    home = keras_home()
+    made = [p for p in (home, home / "keras.json") if not p.exists()]
+    try:
+        yield
+    except (PoolnasError, KeyboardInterrupt):
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink()
+        raise
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
+    with _keras_home_as_it_was():
+        return _search(args)
+
+
+def _search(args: argparse.Namespace) -> int:
     keras_tuner = args.engine == "keras-tuner"
     if not keras_tuner and (args.tuner is not None or args.tuner_dir is not None):
         raise PoolnasError("--tuner and --tuner-dir are options of --engine keras-tuner")

@@ -372,7 +372,7 @@ class SearchRunner:
         beat = (contextlib.nullcontext() if has_optuna_heartbeat(self.study._storage) else
                 AttrHeartbeat(self.study._storage, trial._trial_id, self.config.heartbeat))
         try:
-            with self.stop.interruptible(), beat:
+            with beat:
                 return self.objective(trial)
         except KeyboardInterrupt as error:
             self._interrupted_trial = trial._trial_id
@@ -380,8 +380,9 @@ class SearchRunner:
             raise
         except Exception as error:
             if self.stop.signal is not None:
-                # The handler's KeyboardInterrupt landed inside TensorFlow's C++ code, which
-                # turned it into another error (seen: a TypeError from nest.flatten).
+                # A signal arrived and the error is its doing: a second signal's
+                # KeyboardInterrupt that landed inside TensorFlow's C++ code, which turned it
+                # into another error (seen: a TypeError from nest.flatten).
                 why = self._stopped_by(error)
                 self._interrupted_trial = trial._trial_id
                 trial.set_user_attr(TrialAttrs.FAIL_REASON, f"interrupted: {why}")

@@ -30,7 +30,7 @@ from typing import Any
 import optuna
 
 from poolnas.search._storage import StorageHandle, load_study, open_storage
-from poolnas.search._trial_attrs import STUDY_ATTR
+from poolnas.search._trial_attrs import STUDY_ATTR, TrialAttrs
 from poolnas.spaces import PoolnasError
 
 #: The study's two objectives, as ``study.set_metric_names`` labels them for every tool.
@@ -176,24 +176,55 @@ def settings_of(study: optuna.Study) -> dict[str, Any]:
     return study.user_attrs[STUDY_ATTR]
 
 
+def recorded_artifacts(handle: StorageHandle) -> Path | None:
+    """The artifact folder the storage's poolnas studies recorded, when they agree on one and
+    it is reachable from here (for a database server opened without ``--artifacts``)."""
+    folders = set()
+    for summary in handle.optuna_storage.get_all_studies():
+        settings = summary.user_attrs.get(STUDY_ATTR)
+        if isinstance(settings, dict) and isinstance(settings.get("artifacts"), str):
+            folders.add(settings["artifacts"])
+    if len(folders) == 1 and os.path.isdir(folder := folders.pop()):
+        return Path(folder)
+    return None
+
+
+def _check_holds_models(study: optuna.Study, folder: Path) -> None:
+    """Refuse an artifact folder that holds none of the study's trained models."""
+    ids = [t.user_attrs[TrialAttrs.MODEL_ARTIFACT] for t in study.get_trials(deepcopy=False)
+           if TrialAttrs.MODEL_ARTIFACT in t.user_attrs]
+    if ids and not any((folder / str(i)).is_file() for i in ids):
+        raise PoolnasError(
+            f"--artifacts {str(folder)!r} holds none of the {len(ids)} models of study "
+            f"{study.study_name!r} (another study's folder?); pass the folder its search used"
+        )
+
+
 def open_study(storage: str, study: str, *, artifacts: str | None = None,
                announce: Callable[[str], None] | None = None,
                ) -> tuple[StorageHandle, optuna.Study]:
     """Open an existing poolnas study to read it (nothing is created).
 
-    Without ``artifacts``, a database server's study is given the artifact folder its search
-    recorded (settings ``artifacts``) when that folder is reachable from here, and ``announce``
-    is told so; otherwise reading its models asks for ``--artifacts``.
+    Without ``artifacts``, the study is given the artifact folder its search recorded (settings
+    ``artifacts``) when that folder is reachable from here, and ``announce`` is told so;
+    otherwise the folder beside an SQLite or journal file, and for a database server reading
+    its models asks for ``--artifacts``.
 
     Raises:
         PoolnasError: No such storage or study, or not a poolnas study.
     """
+    if artifacts is not None and not os.path.isdir(artifacts):
+        raise PoolnasError(f"--artifacts {artifacts!r} is not an existing folder; pass the folder "
+                           "the search stored its models in")
     handle = open_storage(storage, create=False, artifacts=artifacts)
     loaded = load_study(handle, study)
     if STUDY_ATTR not in loaded.user_attrs:
         raise PoolnasError(f"study {study!r} in {handle.display_url} was not created by poolnas")
+    if artifacts is not None:
+        _check_holds_models(loaded, Path(artifacts))
     recorded = loaded.user_attrs[STUDY_ATTR].get("artifacts")
-    if handle.artifact_dir is None and isinstance(recorded, str) and os.path.isdir(recorded):
+    if (artifacts is None and isinstance(recorded, str) and os.path.isdir(recorded)
+            and Path(recorded) != handle.artifact_dir):
         handle = dataclasses.replace(handle, artifact_dir=Path(recorded))
         if announce is not None:
             announce(f"artifacts: {recorded} (recorded by the search; --artifacts overrides)")

@@ -20,11 +20,15 @@ from typing import Any
 class GracefulStop:
     """SIGINT and SIGTERM during a search.
 
-    The first signal while a model trains raises :class:`KeyboardInterrupt` there (the trial is
-    failed and queued again); at any other moment it only asks the search to stop before its
-    next trial, so what is being written is finished. A second signal raises at once. Handlers
-    installed before (e.g. one that forwards signals to child workers) are called first.
-    Handlers can only be installed in the main thread; elsewhere only :meth:`request` stops.
+    The first signal only records itself: a model being trained stops at its next batch (the
+    evaluator asks :meth:`signalled` before every batch and raises :class:`KeyboardInterrupt`;
+    the trial is failed and queued again), and at any other moment the search stops before its
+    next trial, so what is being written is finished. The handler itself never raises then: an
+    exception raised from a signal handler lands wherever the interpreter happens to be (a
+    garbage-collection callback, TensorFlow's C++ code), where it is lost or printed as an
+    "Exception ignored" traceback. A second signal raises at once. Handlers installed before
+    (e.g. one that forwards signals to child workers) are called first. Handlers can only be
+    installed in the main thread; elsewhere only :meth:`request` stops.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -32,7 +36,6 @@ class GracefulStop:
     def __init__(self) -> None:
         self.signal: int | None = None
         self._requested = threading.Event()
-        self._interruptible = False
         self._previous: dict[int, Any] = {}
 
     @property
@@ -53,25 +56,14 @@ class GracefulStop:
         """Sleep up to ``seconds``, less if :meth:`request` is called."""
         self._requested.wait(seconds)
 
-    @contextlib.contextmanager
-    def interruptible(self) -> Iterator[None]:
-        """While inside, the first signal interrupts (a model being trained)."""
-        self._interruptible = True
-        try:
-            yield
-        finally:
-            self._interruptible = False
-
     def _handle(self, signum: int, frame: Any) -> None:
         previous = self._previous.get(signum)
         if callable(previous) and previous not in (signal.default_int_handler, _interrupt):
             previous(signum, frame)
-        first = self.signal is None
-        if first:
+        if self.signal is None:
             self.signal = signum
-        if not first or self._interruptible:
-            self._interruptible = False
-            raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+            return
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():

@@ -252,8 +252,7 @@ def _folder_of(root: Path, size: tuple[int, int], classes: int = 2) -> None:
 
 # ---------------------------------------------------------------------------------------- keras
 def test_keras_data_set_offline_is_one_line_from_the_command(tmp_path) -> None:
-    home = tmp_path / "keras_home"
-    home.mkdir()
+    home = tmp_path / "keras_home"  # Not there yet: the refused search must not create it.
     proxy = "http://127.0.0.1:9"  # refuses connections: offline even on a machine with internet
     env = dict(os.environ, KERAS_HOME=str(home), HTTP_PROXY=proxy, HTTPS_PROXY=proxy,
                http_proxy=proxy, https_proxy=proxy, NO_PROXY="", no_proxy="")
@@ -265,7 +264,9 @@ def test_keras_data_set_offline_is_one_line_from_the_command(tmp_path) -> None:
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("poolnas: error: could not download the cifar10 data set")
     assert result.stderr.count("\n") == 1 and "--dataset PATH" in result.stderr
-    assert not (tmp_path / "x.db").exists()
+    assert str(home / "datasets") in result.stderr  # Where it would be cached, as Keras reads it.
+    assert "Downloading" not in result.stdout + result.stderr
+    assert not (tmp_path / "x.db").exists() and not home.exists()
 
 
 # ---------------------------------------------------------------------------------------- seeds

@@ -339,11 +339,10 @@ def test_graceful_stop_interrupts_only_training_and_a_second_signal_at_once() ->
     assert signal.getsignal(signal.SIGTERM) is before
 
     with GracefulStop() as stop:
-        with pytest.raises(KeyboardInterrupt, match="SIGINT"):
-            with stop.interruptible():  # Training: the first signal interrupts it.
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(1)
-        assert stop.signal == signal.SIGINT
+        # Training: the handler raises nothing (the evaluator asks before every batch).
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+        assert stop.signalled() and stop.signal == signal.SIGINT
     assert not GracefulStop().stopping
 
 
