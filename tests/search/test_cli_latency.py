@@ -84,6 +84,17 @@ def test_search_with_latency_cost_stores_latency_ms_end_to_end(capsys, tmp_path)
     assert main(["front", "--storage", storage, "--study", "lat", "--format", "json"]) == 0
     front = json.loads(capsys.readouterr().out)
     assert front and all(r["latency_ms"] > 0 and r["flops"] > 1000 for r in front)
+    assert main(["front", "--storage", storage, "--study", "lat", "--explain"]) == 0
+    assert " ms " in capsys.readouterr().out.splitlines()[0] + " "
+    assert main(["export", "--storage", storage, "--study", "lat", "--out",
+                 str(tmp_path / "models")]) == 0
+    manifest = json.loads((tmp_path / "models" / "manifest.json").read_text())
+    assert all(m["latency_ms"] > 0 and m["flops"] > 1000 for m in manifest["models"])
+    assert main(["report", "--storage", storage, "--study", "lat", "--out",
+                 str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "latency ms" in page and "predicted latency" in page
+    capsys.readouterr()
     # Resuming with another cost is refused, naming the option.
     assert main([*argv[:5], "--cost", "flops", "--trials", "3", *TINY]) == 2
     assert "--cost" in _one_error_line(capsys)
