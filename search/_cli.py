@@ -47,6 +47,7 @@ from poolnas.evaluators import (
     point_costs,
     profiler_flops,
     runtime_description,
+    space_kernels,
 )
 from poolnas.search._config import DEFAULT_STORAGE, SearchConfig
 from poolnas.search._export import MANIFEST, export_trials, trial_record
@@ -237,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--latency-tolerance", type=_positive_float, default=DEFAULT_TOLERANCE,
                         help="with --cost latency: refuse the kernel table when a kernel's "
                         "repeat medians disagree by more than this share (default: 0.25)")
+    search.add_argument("--latency-table", default=None,
+                        help="with --cost latency: a kernel table file measured on the "
+                        "deployment device (`poolnas latency --space … --latency-table FILE` "
+                        "there) instead of measuring on this machine")
     search.add_argument("--artifacts", default=None,
                         help="artifact store directory (default: beside a SQLite database)")
     search.add_argument("--workers", type=_positive_int, default=1,
@@ -308,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="HxWxC of one input (default: 8x8x1, the digits data)")
     latency.add_argument("--classes", type=_positive_int, default=10,
                          help="classes (default: 10)")
+    latency.add_argument("--input-scale", type=float, default=1.0,
+                         help="the model's input scaling, as the data set gives it (digits: "
+                         "0.0625; default 1: none)")
+    latency.add_argument("--input-offset", type=float, default=0.0,
+                         help="the model's input offset (default 0)")
     latency.add_argument("--batch-size", type=int, default=1, help="batch size (default: 1)")
     latency.add_argument("--runtime", default="keras",
                          help="keras (default: a tf.function) or tflite (TensorFlow's converter, "
@@ -323,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--latency-tolerance", type=_positive_float, default=DEFAULT_TOLERANCE,
                          help="refuse the kernel table when a kernel's repeat medians disagree "
                          "by more than this share (default: 0.25)")
+    latency.add_argument("--space", default=None,
+                         help="also measure every kernel of this space (preset or file) into "
+                         "the table, for searches with --cost latency")
+    latency.add_argument("--latency-table", default=None,
+                         help="the kernel table file to use and fill (default: this machine's "
+                         "cache file)")
     latency.add_argument("--no-predict", action="store_true",
                          help="skip the per-kernel prediction (it measures missing kernels "
                          "into this machine's cache)")
@@ -427,7 +443,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                       repeats=args.repeats, augment=args.augment),
         seed=args.seed, max_flops=args.max_flops, cost=args.cost,
         max_latency=args.max_latency, latency_runtime=args.latency_runtime,
-        latency_tolerance=args.latency_tolerance,
+        latency_tolerance=args.latency_tolerance, latency_table=args.latency_table,
         artifacts=args.artifacts,
         heartbeat=args.heartbeat,
     )
@@ -609,7 +625,8 @@ def _cmd_latency(args: argparse.Namespace) -> int:
             raise PoolnasError(f"cannot load {args.key}: {error}") from None
         args.no_predict = True
     else:
-        model = build_model(arch, args.input_shape, args.classes)
+        model = build_model(arch, args.input_shape, args.classes, input_scale=args.input_scale,
+                            input_offset=args.input_offset)
     try:
         cost = count_cost(model)
     except PoolnasError:
@@ -626,13 +643,19 @@ def _cmd_latency(args: argparse.Namespace) -> int:
         "macs": None if cost is None else cost.macs,
         "params": model.count_params()}
     if not args.no_predict and arch is not None:
-        kernels = architecture_kernels(arch, args.input_shape, args.classes)
-        table = cached_table(kernels, runtime, batch_size=args.batch_size, threads=args.threads,
-                             tolerance=args.latency_tolerance)
+        scaling = {"input_scale": args.input_scale, "input_offset": args.input_offset}
+        kernels = architecture_kernels(arch, args.input_shape, args.classes, **scaling)
+        wanted = list(kernels)
+        if args.space is not None:
+            wanted += space_kernels(SearchSpace.resolve(args.space), args.input_shape,
+                                    args.classes, **scaling)
+        path = args.latency_table or default_table_path(runtime, batch_size=args.batch_size,
+                                                        threads=args.threads)
+        table = cached_table(wanted, runtime, batch_size=args.batch_size, threads=args.threads,
+                             tolerance=args.latency_tolerance, path=path)
         predicted = table.predict(kernels)
-        result.update(predicted_ms=predicted, kernels=len(kernels),
-                      table=str(default_table_path(runtime, batch_size=args.batch_size,
-                                                   threads=args.threads)))
+        result.update(predicted_ms=predicted, kernels=len(kernels), table=str(path),
+                      table_kernels=len(table.kernels), table_max_spread=table.max_spread)
     if args.format == "json":
         print(json.dumps(result, indent=2))
         return 0

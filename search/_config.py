@@ -43,6 +43,8 @@ class SearchConfig:
         latency_runtime: With ``cost="latency"``: ``keras`` (default) or ``tflite``.
         latency_tolerance: With ``cost="latency"``: how far a kernel's repeat measurements may
             disagree (``(max - min) / min``) before the kernel table is refused.
+        latency_table: With ``cost="latency"``: a kernel table file measured elsewhere (the
+            deployment device) to use instead of measuring here; it must cover the space.
         artifacts: Directory of the artifact store (default: beside a SQLite database).
         heartbeat: Seconds between the heartbeats of a running trial (database storages). A
             trial whose heartbeat is ``2 * heartbeat`` seconds old is failed and queued again;
@@ -67,6 +69,7 @@ class SearchConfig:
     max_latency: float | None = None
     latency_runtime: str = "keras"
     latency_tolerance: float = DEFAULT_TOLERANCE
+    latency_table: str | None = None
     artifacts: str | None = None
     heartbeat: int = 60
     worker: int = 0
@@ -94,6 +97,8 @@ class SearchConfig:
         if self.max_latency is not None and self.cost != "latency":
             raise PoolnasError("--max-latency is a budget of --cost latency")
         check_runtime(self.latency_runtime)
+        if self.latency_table is not None and self.cost != "latency":
+            raise PoolnasError("--latency-table is the kernel table of --cost latency")
         if not isinstance(self.heartbeat, int) or self.heartbeat < 1:
             raise PoolnasError(f"--heartbeat must be a positive whole number of seconds, "
                                f"got {self.heartbeat!r}")

@@ -171,6 +171,16 @@ class SearchRunner:
         kernels = space_kernels(config.space, self.data.input_shape, self.data.num_classes,
                                 input_scale=self.data.input_scale,
                                 input_offset=self.data.input_offset)
+        if config.latency_table is not None:
+            table = LatencyTable.load(config.latency_table)
+            missing = table.missing(kernels)
+            if missing:
+                raise PoolnasError(
+                    f"latency table {config.latency_table} lacks {len(missing)} kernels of the "
+                    f"space (e.g. {missing[0].key}); fill it where it was measured with "
+                    "`poolnas latency KEY --space SPACE --latency-table FILE` and the data's "
+                    "--input-shape, --classes and --input-scale")
+            return table
         with announce_if_slow(f"measuring the latency of {len(kernels)} kernels "
                               f"({config.latency_runtime}, 1 thread)", announce):
             return cached_table(kernels, config.latency_runtime,

@@ -61,14 +61,25 @@ def test_latency_reports_median_iqr_threads_and_prediction(capsys, runtime):
 
 
 def test_search_with_latency_cost_stores_latency_ms_end_to_end(capsys, tmp_path):
+    # The deployment-device workflow: fill a table file for the space there, search here.
+    table = tmp_path / "device.json"
+    assert main(["latency", KEY, "--space", "default", "--latency-table", str(table),
+                 "--runs", "2", "--repeats", "2", "--warmup", "1", "--latency-tolerance", "100",
+                 "--runtime", "tflite", "--input-scale", "0.0625", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["table_kernels"] > 30
     storage = f"sqlite:///{tmp_path / 'lat.db'}"
+    # A table that lacks kernels of the space is refused before anything is written.
+    assert main(["search", "--storage", storage, "--study", "cat", "--cost", "latency",
+                 "--space", "catalogue", "--latency-table", str(table), *TINY]) == 2
+    assert "lacks" in _one_error_line(capsys)
     argv = ["search", "--storage", storage, "--study", "lat", "--cost", "latency",
-            "--space", "default", "--trials", "2", "--latency-tolerance", "100", *TINY]
+            "--space", "default", "--trials", "2", "--latency-table", str(table), *TINY]
     assert main(argv) == 0
     study = optuna.load_study(study_name="lat", storage=storage)
     assert study.metric_names == ["accuracy", "latency_ms"]
     settings = settings_of(study)
     assert settings["cost"] == "latency" and "latency_table" in settings
+    assert settings["latency_table"]["runtime"] == "tflite"
     costs = CostModel.of_settings(settings)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 2
