@@ -239,7 +239,9 @@ def candidates_of(trials: Iterable[FrozenTrial], *,
         feasible = is_feasible(trial) and TrialAttrs.INFEASIBLE not in trial.user_attrs
         result.append(Candidate(
             number=trial.number, key=key, architecture=arch,
-            accuracy=float(trial.values[0]), flops=float(trial.values[1]),
+            # FLOPs from the trial's attrs: in a ``--cost latency`` study the second value is ms.
+            accuracy=float(trial.values[0]),
+            flops=float(trial.user_attrs.get(TrialAttrs.FLOPS, trial.values[1])),
             feasible=feasible, on_front=trial.number in front,
         ))
     return result

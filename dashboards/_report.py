@@ -196,6 +196,11 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _ms(value: float | None) -> str:
+    """A latency in ms, or ``-`` where the study has none (a FLOPs study)."""
+    return "-" if value is None else f"{float(value):.3f}"
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], *,
            classes: Sequence[str] | None = None) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
@@ -258,8 +263,11 @@ def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: C
     volumes = hypervolume_points(snapshots)
     title = f"study {study_name!r}"
     pareto = pareto_png(trials, analysis, title=f"Pareto front of {title}")
-    hypervolume = hypervolume_png(volumes, reference_flops=reference,
-                                  title=f"Hypervolume of {title}")
+    latency = settings.get("cost") == "latency"
+    hypervolume = hypervolume_png(volumes, reference_flops=None if latency else reference,
+                                  title=f"Hypervolume of {title}"
+                                  + (f" (reference: {reference:.3f} ms)" if latency and reference
+                                     else ""))
     choices = choices_png(analysis)
 
     by_number = {t.number: t for t in trials}
@@ -279,6 +287,11 @@ def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: C
                                         "repeats")) or "-"),
         ("FLOPs budget", flops_text(settings.get("max_flops"))
          if settings.get("max_flops") else "none"),
+        ("cost objective", "predicted latency (ms, "
+         f"{settings.get('latency_runtime', 'keras')}, per-kernel table of "
+         f"{(settings.get('latency_table') or {}).get('machine', '?')})"
+         + (f"; budget {settings['max_latency']:g} ms" if settings.get("max_latency") else "")
+         if settings.get("cost") == "latency" else "FLOPs"),
         ("trials", ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"),
         ("architectures", f"{len(analysis.candidates)} distinct, "
                           f"{sum(c.feasible for c in analysis.candidates)} trained"),
@@ -291,7 +304,9 @@ def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: C
         trial = by_number[number]
         attrs = trial.user_attrs
         key = attrs.get(TrialAttrs.ARCHITECTURE, "?")
-        front_rows.append([number, f"{trial.values[0]:.4f}", flops_text(trial.values[1]),
+        front_rows.append([number, f"{trial.values[0]:.4f}",
+                           flops_text(attrs.get(TrialAttrs.FLOPS, trial.values[1])),
+                           _ms(attrs.get(TrialAttrs.LATENCY_MS)),
                            flops_text(attrs.get("macs")), attrs.get("params", "-"),
                            _Raw(f"<code>{html.escape(key)}</code>")])
         try:
@@ -321,7 +336,8 @@ def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: C
         all_rows.append([
             t.number, t.state.name.lower(),
             "-" if values is None or TrialAttrs.INFEASIBLE in t.user_attrs else f"{values[0]:.4f}",
-            "-" if values is None else flops_text(values[1]),
+            "-" if values is None else flops_text(t.user_attrs.get(TrialAttrs.FLOPS, values[1])),
+            _ms(t.user_attrs.get(TrialAttrs.LATENCY_MS)),
             "yes" if t.number in front_set else "",
             _trial_note(t),
             _Raw("<code>" + html.escape(str(t.user_attrs.get(TrialAttrs.ARCHITECTURE, "-")))
@@ -344,7 +360,8 @@ def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: C
 architectures of this study that differ only in that point's op (or only in its skip type).</p>
 <h2>Pareto front</h2>
 <img alt="Pareto front: accuracy against FLOPs" src="{_data_uri(pareto)}">
-{_table(["trial", "accuracy", "FLOPs", "MACs", "params", "architecture"], front_rows)
+{_table(["trial", "accuracy", "FLOPs", "latency ms", "MACs", "params", "architecture"],
+        front_rows)
  if front_rows else "<p>No complete feasible trial yet.</p>"}
 <h2>Op and skip type at each downsampling point</h2>
 {_table([h for _, h in ANSWER_COLUMNS], [[r[k] for k, _ in ANSWER_COLUMNS] for r in answer])}
@@ -361,7 +378,8 @@ ratio to the other choices over like-for-like pairs (geometric mean for the rati
 <h2>Front members</h2>
 {''.join(front_pictures) or "<p>None yet.</p>"}
 <h2>All trials</h2>
-{_table(["trial", "state", "accuracy", "FLOPs", "front", "note", "architecture"], all_rows,
+{_table(["trial", "state", "accuracy", "FLOPs", "latency ms", "front", "note", "architecture"],
+        all_rows,
         classes=all_classes)}
 <p class="muted">Written by poolnas on {generated}.</p>
 </body></html>

@@ -6,7 +6,7 @@ module                 what it owns
 ``_config``            :class:`SearchConfig`, what ``poolnas search`` runs, validated up front
 ``_settings``          a study's stored settings, creating/resuming a study, :func:`trial_seed`
 ``_trial_attrs``       :class:`TrialAttrs`: every stored trial field's name, defined once
-``_costs``             :class:`CostModel`: FLOPs/MACs/params in closed form, hypervolume reference
+``_costs``             :class:`CostModel`: closed-form FLOPs/MACs/params, predicted latency
 ``_samplers``          ``--sampler``: :data:`SAMPLERS` and :func:`make_sampler`
 ``_surrogate``         :class:`ParetoSurrogateSampler` (accuracy model + exact-FLOPs EHVI)
 ``_recorder``          :class:`TrialRecorder`: how every driver records a trial; :class:`TrialHooks`
@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from poolnas.search._config import DEFAULT_STORAGE, SearchConfig
-from poolnas.search._costs import MAX_CANDIDATES, CostModel
+from poolnas.search._costs import COSTS, MAX_CANDIDATES, CostModel
 from poolnas.search._export import (
     export_trials,
     select_trials,
@@ -96,6 +96,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AttrHeartbeat",
     "Candidate",
+    "COSTS",
     "CostModel",
     "DEFAULT_STORAGE",
     "FrontMember",

@@ -32,7 +32,24 @@ from poolnas.dashboards import (
     serve,
     write_report,
 )
-from poolnas.evaluators import Budget, count_cost, keras_home, point_costs, profiler_flops
+from poolnas.evaluators import (
+    DEFAULT_TOLERANCE,
+    RUNTIMES,
+    Budget,
+    architecture_kernels,
+    cached_table,
+    check_runtime,
+    count_cost,
+    default_table_path,
+    keras_home,
+    machine_name,
+    measure_model,
+    pin_threads,
+    point_costs,
+    profiler_flops,
+    runtime_description,
+    space_kernels,
+)
 from poolnas.search._config import DEFAULT_STORAGE, SearchConfig
 from poolnas.search._export import MANIFEST, export_trials, trial_record
 from poolnas.search._pareto import pareto_front
@@ -210,6 +227,22 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--max-flops", type=_flops, default=None,
                         help="FLOPs budget: larger candidates are infeasible and not trained "
                         "(e.g. 2e6 or 2M)")
+    search.add_argument("--cost", choices=("flops", "latency"), default="flops",
+                        help="the second objective: flops (default) or latency (ms on this "
+                        "machine, predicted from per-kernel measurements before training)")
+    search.add_argument("--max-latency", type=_positive_float, default=None,
+                        help="with --cost latency: a budget in ms; slower candidates are "
+                        "infeasible and not trained")
+    search.add_argument("--latency-runtime", choices=RUNTIMES, default="keras",
+                        help="with --cost latency: the runtime kernels are measured on, keras "
+                        "(default) or tflite")
+    search.add_argument("--latency-tolerance", type=_positive_float, default=DEFAULT_TOLERANCE,
+                        help="with --cost latency: refuse the kernel table when a kernel's "
+                        "repeat medians disagree by more than this share (default: 0.25)")
+    search.add_argument("--latency-table", default=None,
+                        help="with --cost latency: a kernel table file measured on the "
+                        "deployment device (`poolnas latency --space … --latency-table FILE` "
+                        "there) instead of measuring on this machine")
     search.add_argument("--artifacts", default=None,
                         help="artifact store directory (default: beside a SQLite database)")
     search.add_argument("--workers", type=_positive_int, default=1,
@@ -269,6 +302,48 @@ def build_parser() -> argparse.ArgumentParser:
     flops.add_argument("--verify", action="store_true",
                        help="also count with TensorFlow's profiler and compare")
     flops.add_argument("--format", choices=("text", "json"), default="text")
+
+    latency = commands.add_parser(
+        "latency", help="measured (and predicted) inference latency of one architecture",
+        description="Measure one architecture's inference latency on this machine (warm-up, "
+        "then the median and interquartile range of --runs timed calls, --repeats times; "
+        "threads pinned), beside its FLOPs and the per-kernel model's prediction.")
+    latency.add_argument("key", help="architecture key, e.g. conv3:16x1/max+projection:32x1, "
+                         "or a .keras model file (measured only)")
+    latency.add_argument("--input-shape", type=_input_shape, default=(8, 8, 1),
+                         help="HxWxC of one input (default: 8x8x1, the digits data)")
+    latency.add_argument("--classes", type=_positive_int, default=10,
+                         help="classes (default: 10)")
+    latency.add_argument("--input-scale", type=float, default=1.0,
+                         help="the model's input scaling, as the data set gives it (digits: "
+                         "0.0625; default 1: none)")
+    latency.add_argument("--input-offset", type=float, default=0.0,
+                         help="the model's input offset (default 0)")
+    latency.add_argument("--batch-size", type=int, default=1, help="batch size (default: 1)")
+    latency.add_argument("--runtime", default="keras",
+                         help="keras (default: a tf.function) or tflite (TensorFlow's converter, "
+                         "LiteRT's interpreter)")
+    latency.add_argument("--threads", type=_positive_int, default=1,
+                         help="threads the runtime may use (default: 1)")
+    latency.add_argument("--runs", type=_positive_int, default=50,
+                         help="timed calls per repeat (default: 50)")
+    latency.add_argument("--repeats", type=_positive_int, default=3,
+                         help="repeats of the timed series (default: 3)")
+    latency.add_argument("--warmup", type=_non_negative_int, default=10,
+                         help="untimed calls first (default: 10)")
+    latency.add_argument("--latency-tolerance", type=_positive_float, default=DEFAULT_TOLERANCE,
+                         help="refuse the kernel table when a kernel's repeat medians disagree "
+                         "by more than this share (default: 0.25)")
+    latency.add_argument("--space", default=None,
+                         help="also measure every kernel of this space (preset or file) into "
+                         "the table, for searches with --cost latency")
+    latency.add_argument("--latency-table", default=None,
+                         help="the kernel table file to use and fill (default: this machine's "
+                         "cache file)")
+    latency.add_argument("--no-predict", action="store_true",
+                         help="skip the per-kernel prediction (it measures missing kernels "
+                         "into this machine's cache)")
+    latency.add_argument("--format", choices=("text", "json"), default="text")
     return parser
 
 
@@ -304,6 +379,8 @@ def _front_rows(trials) -> list[dict[str, Any]]:
             f" ± {std or 0.0:.4f}" if repeated else "")
         record["flops_text"] = flops_text(record["flops"])
         record["macs_text"] = flops_text(record["macs"])
+        latency = record.get("latency_ms")
+        record["latency_text"] = "-" if latency is None else f"{latency:.3f}"
         rows.append(record)
     return rows
 
@@ -312,12 +389,21 @@ _FRONT_COLUMNS = (("trial", "trial"), ("accuracy_text", "accuracy"), ("flops_tex
                   ("macs_text", "MACs"), ("params", "params"), ("architecture", "architecture"))
 
 
+def _front_columns(rows: list[dict[str, Any]]) -> Sequence[tuple[str, str]]:
+    """The front's columns: the predicted latency beside FLOPs when the trials have it."""
+    if not any(r.get("latency_ms") is not None for r in rows):
+        return _FRONT_COLUMNS
+    return (*_FRONT_COLUMNS[:3], ("latency_text", "ms"), *_FRONT_COLUMNS[3:])
+
+
 # ---------------------------------------------------------------------- commands
 def _print_report(r: Any) -> None:
     """The progress line of one finished trial (a :class:`~poolnas.search.TrialReport`)."""
     accuracy = "-" if r.accuracy is None else f"{r.accuracy:.4f}"
     best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}"
     flops = "FLOPs -" if r.flops is None else f"{flops_text(r.flops)}FLOPs"
+    if r.latency_ms is not None:
+        flops += f"  {r.latency_ms:.3f} ms"
     note = f"  ({r.note})" if r.note else ""
     print(f"[{r.done}/{r.total}] trial {r.number} {r.state}: acc {accuracy}  "
           f"{flops}  {r.seconds:.1f}s  {r.key}{note}  | front {r.front_size},"
@@ -376,7 +462,10 @@ def _search(args: argparse.Namespace) -> int:
         budget=Budget(epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.learning_rate, optimizer=args.optimizer,
                       repeats=args.repeats, augment=args.augment),
-        seed=args.seed, max_flops=args.max_flops, artifacts=args.artifacts,
+        seed=args.seed, max_flops=args.max_flops, cost=args.cost,
+        max_latency=args.max_latency, latency_runtime=args.latency_runtime,
+        latency_tolerance=args.latency_tolerance, latency_table=args.latency_table,
+        artifacts=args.artifacts,
         heartbeat=args.heartbeat,
     )
     report = None if args.quiet else _print_report
@@ -406,7 +495,8 @@ def _search(args: argparse.Namespace) -> int:
         print(f"\n--timeout {config.timeout:g} s reached: {done}/{config.trials} trials complete; "
               "run the same command again to continue the study", flush=True)
     print(f"\nPareto front of study {config.study!r} ({_count(len(front), 'architecture')}):")
-    print(format_table(_front_rows(front), _FRONT_COLUMNS))
+    rows = _front_rows(front)
+    print(format_table(rows, _front_columns(rows)))
     return 0
 
 
@@ -424,8 +514,8 @@ def _cmd_front(args: argparse.Namespace) -> int:
     if args.explain:
         explained = analyse_study(study)
     if args.format == "json":
-        keys = ("trial", "architecture", "accuracy", "accuracy_std", "flops", "macs", "params",
-                "epochs", "train_seconds")
+        keys = ("trial", "architecture", "accuracy", "accuracy_std", "flops", "latency_ms",
+                "macs", "params", "epochs", "train_seconds")
         records = [{k: r[k] for k in keys} for r in rows]
         if explained is not None:
             print(json.dumps({"front": records, "explain": explained.as_dict()}, indent=2))
@@ -433,7 +523,8 @@ def _cmd_front(args: argparse.Namespace) -> int:
             print(json.dumps(records, indent=2))
     elif args.format == "csv":
         buffer = io.StringIO()
-        keys = ["trial", "architecture", "accuracy", "accuracy_std", "flops", "macs", "params"]
+        keys = ["trial", "architecture", "accuracy", "accuracy_std", "flops", "latency_ms",
+                "macs", "params"]
         writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore",
                                 lineterminator="\n")
         writer.writeheader()
@@ -442,7 +533,7 @@ def _cmd_front(args: argparse.Namespace) -> int:
     elif not rows:
         print(f"study {args.study!r} has no complete feasible trial yet")
     else:
-        print(format_table(rows, _FRONT_COLUMNS))
+        print(format_table(rows, _front_columns(rows)))
     if explained is not None and args.format == "table":
         print()
         print(answer_text(explained))
@@ -533,9 +624,83 @@ def _cmd_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_latency(args: argparse.Namespace) -> int:
+    runtime = check_runtime(args.runtime)
+    if args.batch_size < 1:
+        raise PoolnasError(f"--batch-size must be at least 1, got {args.batch_size}")
+    from_file = args.key.endswith(".keras")
+    arch = None if from_file else Architecture.from_key(args.key)
+    if arch is not None:
+        check_input_shape(arch, args.input_shape)
+    elif not os.path.isfile(args.key):
+        raise PoolnasError(f"no model file {args.key}")
+    quiet_tensorflow()
+    warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+    threads = pin_threads(args.threads) if runtime == "keras" else args.threads
+    if arch is None:
+        import keras
+
+        try:
+            model = keras.saving.load_model(args.key)
+        except Exception as error:  # noqa: BLE001 - an unreadable file is the user's
+            raise PoolnasError(f"cannot load {args.key}: {error}") from None
+        args.no_predict = True
+    else:
+        model = build_model(arch, args.input_shape, args.classes, input_scale=args.input_scale,
+                            input_offset=args.input_offset)
+    try:
+        cost = count_cost(model)
+    except PoolnasError:
+        cost = None  # A file with layers outside poolnas' FLOPs convention.
+    timing = measure_model(model, runtime, batch_size=args.batch_size, threads=args.threads,
+                           warmup=args.warmup, runs=args.runs, repeats=args.repeats)
+    result: dict[str, Any] = {
+        "architecture": args.key if arch is None else arch.key,
+        "input_shape": [int(d) for d in model.inputs[0].shape[1:]],
+        "classes": args.classes, "batch_size": args.batch_size, "runtime": runtime,
+        "runtime_version": runtime_description(runtime), "threads": threads,
+        "machine": machine_name(), "warmup": args.warmup, **timing.as_dict(),
+        "flops": None if cost is None else cost.flops,
+        "macs": None if cost is None else cost.macs,
+        "params": model.count_params()}
+    if not args.no_predict and arch is not None:
+        scaling = {"input_scale": args.input_scale, "input_offset": args.input_offset}
+        kernels = architecture_kernels(arch, args.input_shape, args.classes, **scaling)
+        wanted = list(kernels)
+        if args.space is not None:
+            wanted += space_kernels(SearchSpace.resolve(args.space), args.input_shape,
+                                    args.classes, **scaling)
+        path = args.latency_table or default_table_path(runtime, batch_size=args.batch_size,
+                                                        threads=args.threads)
+        table = cached_table(wanted, runtime, batch_size=args.batch_size, threads=args.threads,
+                             tolerance=args.latency_tolerance, path=path)
+        predicted = table.predict(kernels)
+        result.update(predicted_ms=predicted, kernels=len(kernels), table=str(path),
+                      table_kernels=len(table.kernels), table_max_spread=table.max_spread)
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['architecture']}\non {'x'.join(map(str, result['input_shape']))} inputs, "
+          f"batch {args.batch_size}; {result['runtime_version']}, "
+          f"{threads or 'TensorFlow default'} thread(s), "
+          f"{args.warmup} warm-up calls, {args.repeats} x {args.runs} timed calls")
+    print(f"  latency   {timing.median_ms:.4f} ms median, IQR {timing.iqr_ms:.4f} ms")
+    spread = ", ".join(f"{v:.4f}" for v in timing.repeat_medians_ms)
+    print(f"  stability repeat medians {spread} ms: spread {timing.spread:.1%}"
+          + ("  (unstable: a busy machine; measure again)" if timing.spread > DEFAULT_TOLERANCE
+             else ""))
+    if "predicted_ms" in result:
+        error = result["predicted_ms"] / timing.median_ms - 1
+        print(f"  predicted {result['predicted_ms']:.4f} ms from {result['kernels']} kernels "
+              f"({error:+.1%} vs measured; table {result['table']})")
+    if cost is not None:
+        print(f"  FLOPs     {cost.flops:,} ({flops_text(cost.flops)})")
+    return 0
+
+
 _COMMANDS = {"search": _cmd_search, "front": _cmd_front, "export": _cmd_export,
              "dashboard": _cmd_dashboard, "report": _cmd_report, "space": _cmd_space,
-             "flops": _cmd_flops}
+             "flops": _cmd_flops, "latency": _cmd_latency}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from poolnas.evaluators import Budget
+from poolnas.evaluators import DEFAULT_TOLERANCE, Budget, check_runtime
 from poolnas.search._samplers import SAMPLERS
 from poolnas.search._settings import as_json
 from poolnas.search._storage import needs_artifact_dir
@@ -36,6 +36,15 @@ class SearchConfig:
         budget: Training budget of one trial.
         seed: Seeds the sampler and the training of every trial.
         max_flops: Candidates above this are recorded as infeasible without training.
+        cost: The second objective: ``flops`` (default) or ``latency`` (predicted ms from a
+            per-kernel latency table measured on this machine).
+        max_latency: With ``cost="latency"``: candidates predicted slower than this many ms are
+            infeasible without training.
+        latency_runtime: With ``cost="latency"``: ``keras`` (default) or ``tflite``.
+        latency_tolerance: With ``cost="latency"``: how far a kernel's repeat measurements may
+            disagree (``(max - min) / min``) before the kernel table is refused.
+        latency_table: With ``cost="latency"``: a kernel table file measured elsewhere (the
+            deployment device) to use instead of measuring here; it must cover the space.
         artifacts: Directory of the artifact store (default: beside a SQLite database).
         heartbeat: Seconds between the heartbeats of a running trial (database storages). A
             trial whose heartbeat is ``2 * heartbeat`` seconds old is failed and queued again;
@@ -56,6 +65,11 @@ class SearchConfig:
     budget: Budget | None = None
     seed: int = 0
     max_flops: int | None = None
+    cost: str = "flops"
+    max_latency: float | None = None
+    latency_runtime: str = "keras"
+    latency_tolerance: float = DEFAULT_TOLERANCE
+    latency_table: str | None = None
     artifacts: str | None = None
     heartbeat: int = 60
     worker: int = 0
@@ -75,6 +89,16 @@ class SearchConfig:
             )
         if self.max_flops is not None and self.max_flops < 1:
             raise PoolnasError(f"--max-flops must be a positive number, got {self.max_flops}")
+        if self.cost not in ("flops", "latency"):
+            raise PoolnasError(f"unknown cost {self.cost!r}; choose flops or latency")
+        if self.max_latency is not None and not self.max_latency > 0:
+            raise PoolnasError(f"--max-latency must be a positive number of ms, "
+                               f"got {self.max_latency}")
+        if self.max_latency is not None and self.cost != "latency":
+            raise PoolnasError("--max-latency is a budget of --cost latency")
+        check_runtime(self.latency_runtime)
+        if self.latency_table is not None and self.cost != "latency":
+            raise PoolnasError("--latency-table is the kernel table of --cost latency")
         if not isinstance(self.heartbeat, int) or self.heartbeat < 1:
             raise PoolnasError(f"--heartbeat must be a positive whole number of seconds, "
                                f"got {self.heartbeat!r}")
@@ -102,6 +126,9 @@ class SearchConfig:
             "input_offset": float(data.input_offset),
             "max_flops": self.max_flops,
         }
+        if self.cost == "latency":
+            settings.update(cost="latency", max_latency=self.max_latency,
+                            latency_runtime=self.latency_runtime)
         if engine is not None:
             settings["engine"] = engine
         return as_json(settings)

@@ -133,7 +133,9 @@ class TrialRecorder:
         self.costs = costs if costs is not None else CostModel.of_settings(settings)
         self.hooks = hooks or TrialHooks()
         self.max_flops: int | None = settings.get("max_flops")
-        self.reference_flops = int(settings["reference_flops"])
+        self.max_latency: float | None = settings.get("max_latency")
+        #: The hypervolume's reference for the cost objective (FLOPs, or ms for latency).
+        self.reference_flops = float(settings["reference_flops"])
 
     def seed(self, number: int) -> int:
         """The training seed of trial ``number`` (:func:`~poolnas.search._settings.trial_seed`)."""
@@ -156,6 +158,9 @@ class TrialRecorder:
         trial.set_user_attr(TrialAttrs.FLOPS, int(cost.flops))
         trial.set_user_attr(TrialAttrs.MACS, int(cost.macs))
         trial.set_user_attr(TrialAttrs.PARAMS, int(cost.params))
+        latency = self.costs.latency_ms(arch)
+        if latency is not None:
+            trial.set_user_attr(TrialAttrs.LATENCY_MS, round(latency, 6))
         if epochs is not None:
             trial.set_user_attr(TrialAttrs.EPOCHS, int(epochs))
         candidate = Candidate(trial=trial, arch=arch, cost=cost)
@@ -166,12 +171,11 @@ class TrialRecorder:
                 trial, arch, self._input_shape, self._num_classes,
                 remark=f"Same architecture as trial {original.number}: its results are "
                 "reused, its model and picture are there."))
-        elif self._over_budget(trial, cost):
-            candidate.values = (0.0, float(cost.flops))
+        elif (why := self._over_budget(trial, cost, latency)) is not None:
+            candidate.values = (0.0, self.costs.objective(arch))
             self._notify(TrialEvent(
                 trial, arch, self._input_shape, self._num_classes, self._pictures(),
-                remark=f"Not trained: {cost.flops:,} FLOPs is over the budget of "
-                f"{self.max_flops:,}."))
+                remark=f"Not trained: {why}."))
         return candidate
 
     def evaluated(self, key: str, number: int) -> FrozenTrial | None:
@@ -198,17 +202,27 @@ class TrialRecorder:
             trial.set_constraint(name, value)
         return original
 
-    def _over_budget(self, trial: optuna.Trial, cost: Cost) -> bool:
-        """Set the FLOPs-budget constraint; over budget, mark the trial infeasible (untrained)."""
-        if self.max_flops is None:
-            return False
-        trial.set_constraint("flops_budget", float(cost.flops - self.max_flops))
-        if cost.flops <= self.max_flops:
-            return False
-        trial.set_user_attr(TrialAttrs.INFEASIBLE, f"{cost.flops} FLOPs > budget {self.max_flops}")
+    def _over_budget(self, trial: optuna.Trial, cost: Cost, latency: float | None) -> str | None:
+        """Set the budget constraint (FLOPs or latency); over budget, mark the trial infeasible
+        (untrained) and say why."""
+        if self.max_latency is not None and latency is not None:
+            over = latency - float(self.max_latency)
+            trial.set_constraint("latency_budget", float(over))
+            why = f"{latency:.4f} ms > budget {float(self.max_latency):g} ms"
+            remark = f"{latency:.4f} ms is over the latency budget of {self.max_latency:g} ms"
+        elif self.max_flops is not None:
+            over = cost.flops - self.max_flops
+            trial.set_constraint("flops_budget", float(over))
+            why = f"{cost.flops} FLOPs > budget {self.max_flops}"
+            remark = f"{cost.flops:,} FLOPs is over the budget of {self.max_flops:,}"
+        else:
+            return None
+        if over <= 0:
+            return None
+        trial.set_user_attr(TrialAttrs.INFEASIBLE, why)
         trial.set_user_attr(TrialAttrs.EPOCHS, 0)
         trial.set_user_attr(TrialAttrs.TRAIN_SECONDS, 0.0)
-        return True
+        return remark
 
     # ------------------------------------------------------------------ 2. trained
     def record_trained(self, candidate: Candidate, *, model: Any, accuracy: float,
@@ -226,7 +240,7 @@ class TrialRecorder:
                 added here).
 
         Returns:
-            The trial's values: ``(accuracy, flops)``.
+            The trial's values: ``(accuracy, cost)``, the cost FLOPs or predicted ms.
         """
         trial = candidate.trial
         seconds = dict(seconds or {})
@@ -247,7 +261,7 @@ class TrialRecorder:
         trial.set_user_attr(TrialAttrs.TRAIN_SECONDS, round(float(train_seconds), 3))
         trial.set_user_attr(TrialAttrs.SECONDS, {k: round(float(v), 3)
                                                  for k, v in seconds.items()})
-        return float(accuracy), float(candidate.cost.flops)
+        return float(accuracy), self.costs.objective(candidate.arch)
 
     def _save_model(self, trial: optuna.Trial, model: Any) -> str:
         """Save a trained model as ``trialNNNNN.keras`` in the artifact store; its artifact id."""

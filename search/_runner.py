@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from poolnas.evaluators import evaluate_architecture, load_dataset
+from poolnas.evaluators import (
+    LatencyTable,
+    cached_table,
+    evaluate_architecture,
+    load_dataset,
+    space_kernels,
+)
 from poolnas.search._config import SearchConfig
 from poolnas.search._costs import CostModel
 from poolnas.search._locks import StudyLock
@@ -35,7 +41,7 @@ from poolnas.search._reclaim import (
 )
 from poolnas.search._recorder import TrialHooks, TrialRecorder
 from poolnas.search._samplers import make_sampler
-from poolnas.search._settings import create_or_resume, settings_of
+from poolnas.search._settings import create_or_resume, settings_of, stored_settings
 from poolnas.search._signals import GracefulStop
 from poolnas.search._storage import StorageHandle, open_storage
 from poolnas.search._surrogate import ParetoSurrogateSampler
@@ -76,6 +82,7 @@ class TrialReport:
     state: str
     accuracy: float | None = None
     flops: int | None = None
+    latency_ms: float | None = None
     seconds: float = 0.0
     note: str = ""
     front_size: int = 0
@@ -118,15 +125,16 @@ class SearchRunner:
 
         # Every trial clears Keras' session, a full garbage collection: keep it cheap.
         freeze_startup_objects()
-        self.costs = CostModel(self.data.input_shape, self.data.num_classes,
-                               input_scale=self.data.input_scale,
-                               input_offset=self.data.input_offset)
-        self._flops_of = self.costs.flops_of(config.space)
         with announce_if_slow("opening the storage", announce):
             self.handle: StorageHandle = open_storage(config.storage, create=True,
                                                       artifacts=config.artifacts,
                                                       heartbeat_interval=config.heartbeat)
         try:
+            self.costs = CostModel(self.data.input_shape, self.data.num_classes,
+                                   input_scale=self.data.input_scale,
+                                   input_offset=self.data.input_offset,
+                                   latency=self._latency_table(announce))
+            self._flops_of = self.costs.flops_of(config.space)
             with announce_if_slow(f"creating or resuming study {config.study!r} (the costs of "
                                   f"{config.space.size:,} architectures)", announce):
                 self.study = create_or_resume(
@@ -150,6 +158,33 @@ class SearchRunner:
         self._lock: StudyLock | None = None
         self._interrupted_trial: int | None = None
         self._current_trial: int | None = None
+
+    def _latency_table(self, announce: Callable[[str], None] | None) -> LatencyTable | None:
+        """A latency study's kernel table: the one it stored, or (a new study) this machine's
+        cached table with the space's missing kernels measured now."""
+        config = self.config
+        if config.cost != "latency":
+            return None
+        stored = stored_settings(self.handle, config.study)
+        if stored is not None and "latency_table" in stored:
+            return LatencyTable.from_dict(stored["latency_table"])
+        kernels = space_kernels(config.space, self.data.input_shape, self.data.num_classes,
+                                input_scale=self.data.input_scale,
+                                input_offset=self.data.input_offset)
+        if config.latency_table is not None:
+            table = LatencyTable.load(config.latency_table)
+            missing = table.missing(kernels)
+            if missing:
+                raise PoolnasError(
+                    f"latency table {config.latency_table} lacks {len(missing)} kernels of the "
+                    f"space (e.g. {missing[0].key}); fill it where it was measured with "
+                    "`poolnas latency KEY --space SPACE --latency-table FILE` and the data's "
+                    "--input-shape, --classes and --input-scale")
+            return table
+        with announce_if_slow(f"measuring the latency of {len(kernels)} kernels "
+                              f"({config.latency_runtime}, 1 thread)", announce):
+            return cached_table(kernels, config.latency_runtime,
+                                tolerance=config.latency_tolerance)
 
     def _artifacts_recorded(self) -> str | None:
         """Where this study's models go, as its settings record it (absolute; None: nowhere)."""
@@ -197,14 +232,15 @@ class SearchRunner:
         if TrialAttrs.DUPLICATE_OF in frozen.user_attrs:
             note = f"same as trial {frozen.user_attrs[TrialAttrs.DUPLICATE_OF]}"
         elif TrialAttrs.INFEASIBLE in frozen.user_attrs:
-            note = "over the FLOPs budget"
+            note = "over the budget: " + str(frozen.user_attrs[TrialAttrs.INFEASIBLE])
         elif frozen.state == optuna.trial.TrialState.FAIL:
             note = frozen.user_attrs.get(TrialAttrs.FAIL_REASON, "failed")
         trained = frozen.values and TrialAttrs.INFEASIBLE not in frozen.user_attrs
         self.report(TrialReport(
             number=frozen.number, key=key, state=state,
             accuracy=frozen.values[0] if trained else None,
-            flops=int(frozen.values[1]) if frozen.values else None,
+            flops=frozen.user_attrs.get(TrialAttrs.FLOPS) if frozen.values else None,
+            latency_ms=frozen.user_attrs.get(TrialAttrs.LATENCY_MS) if frozen.values else None,
             seconds=(frozen.duration.total_seconds() if frozen.duration else 0.0),
             note=note, front_size=len(front),
             best_accuracy=max((t.values[0] for t in front), default=None),
@@ -325,7 +361,9 @@ class SearchRunner:
 
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         return make_sampler(self.config.sampler, self.config.space, seed,
-                            flops_of=self._flops_of, max_flops=self.config.max_flops)
+                            flops_of=self._flops_of,
+                            max_flops=(self.config.max_latency if self.config.cost == "latency"
+                                       else self.config.max_flops))
 
     def _run_one_trial(self) -> None:
         """One trial through ``study.optimize`` (its heartbeat, retries and callbacks)."""

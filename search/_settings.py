@@ -2,7 +2,10 @@
 
 One place creates or resumes a poolnas study (:func:`create_or_resume`), for the Optuna loop,
 the KerasTuner engine and :class:`~poolnas.search.OptunaOracle` alike. A poolnas study
-maximizes accuracy and minimizes FLOPs (:data:`METRIC_NAMES`) and holds its settings under
+maximizes accuracy and minimizes FLOPs (:data:`METRIC_NAMES`), or predicted latency in ms when
+its settings say ``cost: latency`` (metric ``latency_ms``, :func:`metric_name`; the kernel table
+is then stored in ``latency_table``, with ``max_latency`` and ``latency_runtime``), and holds its
+settings under
 the study user attr :data:`~poolnas.search._trial_attrs.STUDY_ATTR`:
 
 ``dataset``, ``data_options`` and ``seed`` (which fixes the split) reload the same data for
@@ -37,7 +40,8 @@ from poolnas.spaces import PoolnasError
 METRIC_NAMES = ("accuracy", "flops")
 DIRECTIONS = (optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE)
 #: Settings that must match for a resume (``seed`` is checked apart: older studies lack it).
-RESUME_KEYS = ("engine", "dataset", "data_options", "budget", "space", "max_flops")
+RESUME_KEYS = ("engine", "dataset", "data_options", "budget", "space", "max_flops", "cost",
+               "max_latency", "latency_runtime")
 #: The command-line options behind each setting, for the refusal's message.
 _OPTIONS = {
     "engine": "--engine/--tuner",
@@ -45,6 +49,9 @@ _OPTIONS = {
     "data_options": "--val-fraction/--subset/--image-size",
     "space": "--space",
     "max_flops": "--max-flops",
+    "cost": "--cost",
+    "max_latency": "--max-latency",
+    "latency_runtime": "--latency-runtime",
     "input_shape": "data",
     "num_classes": "data",
     "input_scale": "data",
@@ -156,7 +163,7 @@ def create_or_resume(handle: StorageHandle, name: str, wanted: Mapping[str, Any]
         load_if_exists=True,  # another worker may create it at the same moment
     )
     try:
-        study.set_metric_names(list(METRIC_NAMES))
+        study.set_metric_names([METRIC_NAMES[0], metric_name(settings)])
         if STUDY_ATTR not in study.user_attrs:
             study.set_user_attr(STUDY_ATTR, as_json(settings))
     except BaseException:
@@ -169,6 +176,21 @@ def create_or_resume(handle: StorageHandle, name: str, wanted: Mapping[str, Any]
     if study.user_attrs[STUDY_ATTR] != as_json(settings):
         check_resume(name, study.user_attrs[STUDY_ATTR], wanted, keys, cli=cli)
     return study
+
+
+def metric_name(settings: Mapping[str, Any]) -> str:
+    """The cost objective's metric name in a study of ``settings``: ``flops`` or
+    ``latency_ms`` (settings ``cost: latency``)."""
+    return "latency_ms" if settings.get("cost") == "latency" else "flops"
+
+
+def stored_settings(handle: StorageHandle, name: str) -> dict[str, Any] | None:
+    """The settings of poolnas study ``name`` in ``handle`` if it exists, else None."""
+    storage = handle.optuna_storage
+    for summary in storage.get_all_studies():
+        if summary.study_name == name:
+            return summary.user_attrs.get(STUDY_ATTR)
+    return None
 
 
 def settings_of(study: optuna.Study) -> dict[str, Any]:

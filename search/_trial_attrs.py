@@ -17,7 +17,8 @@ STUDY_ATTR: Final = "poolnas"
 class TrialAttrs:
     """The user-attr names of a poolnas trial.
 
-    Every trial: ``ARCHITECTURE`` (the key), ``FLOPS``, ``MACS``, ``PARAMS``, ``EPOCHS`` and
+    Every trial: ``ARCHITECTURE`` (the key), ``FLOPS``, ``MACS``, ``PARAMS`` (and
+    ``LATENCY_MS`` in a study whose cost is latency), ``EPOCHS`` and
     ``WORKER`` (who runs it). A trained trial: ``ACCURACIES`` (one per seed),
     ``ACCURACY_STD``, ``TRAIN_SECONDS``, ``SECONDS`` (wall time by phase), ``MODEL_ARTIFACT``
     and ``DIAGRAM_ARTIFACT`` (Optuna artifact ids). Where they apply: ``DUPLICATE_OF`` (the
@@ -28,6 +29,8 @@ class TrialAttrs:
 
     ARCHITECTURE: Final = "architecture"
     FLOPS: Final = "flops"
+    #: Predicted latency in ms (studies searched with ``--cost latency``).
+    LATENCY_MS: Final = "latency_ms"
     MACS: Final = "macs"
     PARAMS: Final = "params"
     EPOCHS: Final = "epochs"
