@@ -33,6 +33,7 @@ from poolnas.dashboards import (
     write_report,
 )
 from poolnas.evaluators import Budget, count_cost, point_costs, profiler_flops
+from poolnas.search._accuracy_model import fit_accuracy_model
 from poolnas.search._config import DEFAULT_STORAGE, SearchConfig
 from poolnas.search._export import MANIFEST, export_trials, trial_record
 from poolnas.search._pareto import pareto_front
@@ -293,10 +294,20 @@ def format_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]])
     return "\n".join(lines)
 
 
-def _front_rows(trials) -> list[dict[str, Any]]:
+def _front_rows(trials, model: Any = None) -> list[dict[str, Any]]:
+    """Rows of the front: the raw record of each trial, and the accuracy model's posterior
+    mean, sd and ``p_front`` of its architecture (None without a model)."""
     rows = []
     for trial in trials:
         record = trial_record(trial)
+        estimate = (None if model is None else
+                    model.estimate(trial.user_attrs.get(TrialAttrs.ARCHITECTURE)))
+        record["accuracy_mean"] = None if estimate is None else estimate.mean
+        record["accuracy_sd"] = None if estimate is None else estimate.sd
+        record["p_front"] = None if estimate is None else estimate.p_front
+        record["model_text"] = (None if estimate is None else
+                                f"{estimate.mean:.4f} ± {estimate.sd:.4f}")
+        record["p_front_text"] = None if estimate is None else f"{estimate.p_front:.2f}"
         std = record["accuracy_std"]
         # With repeats the accuracy is a mean: its spread is shown, a zero one too.
         repeated = len(trial.user_attrs.get(TrialAttrs.ACCURACIES) or ()) > 1
@@ -308,7 +319,9 @@ def _front_rows(trials) -> list[dict[str, Any]]:
     return rows
 
 
-_FRONT_COLUMNS = (("trial", "trial"), ("accuracy_text", "accuracy"), ("flops_text", "FLOPs"),
+_FRONT_COLUMNS = (("trial", "trial"), ("accuracy_text", "accuracy"),
+                  ("model_text", "model mean ± sd"), ("p_front_text", "p_front"),
+                  ("flops_text", "FLOPs"),
                   ("macs_text", "MACs"), ("params", "params"), ("architecture", "architecture"))
 
 
@@ -386,7 +399,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         print(f"\n--timeout {config.timeout:g} s reached: {done}/{config.trials} trials complete; "
               "run the same command again to continue the study", flush=True)
     print(f"\nPareto front of study {config.study!r} ({_count(len(front), 'architecture')}):")
-    print(format_table(_front_rows(front), _FRONT_COLUMNS))
+    model = fit_accuracy_model(runner.study)
+    print(format_table(_front_rows(front, model), _FRONT_COLUMNS))
     return 0
 
 
@@ -399,13 +413,15 @@ def _cmd_front(args: argparse.Namespace) -> int:
     if args.explain and args.format == "csv":
         raise PoolnasError("--explain prints a table; use it with --format table or json")
     _, study = open_study(args.storage, args.study)
-    rows = _front_rows(pareto_front(study.get_trials(deepcopy=False)))
+    trials = study.get_trials(deepcopy=False)
+    model = fit_accuracy_model(study, trials)
+    rows = _front_rows(pareto_front(trials), model)
     explained = None
     if args.explain:
-        explained = analyse_study(study)
+        explained = analyse_study(study, trials, model=model)
     if args.format == "json":
-        keys = ("trial", "architecture", "accuracy", "accuracy_std", "flops", "macs", "params",
-                "epochs", "train_seconds")
+        keys = ("trial", "architecture", "accuracy", "accuracy_std", "accuracy_mean",
+                "accuracy_sd", "p_front", "flops", "macs", "params", "epochs", "train_seconds")
         records = [{k: r[k] for k in keys} for r in rows]
         if explained is not None:
             print(json.dumps({"front": records, "explain": explained.as_dict()}, indent=2))
@@ -413,7 +429,8 @@ def _cmd_front(args: argparse.Namespace) -> int:
             print(json.dumps(records, indent=2))
     elif args.format == "csv":
         buffer = io.StringIO()
-        keys = ["trial", "architecture", "accuracy", "accuracy_std", "flops", "macs", "params"]
+        keys = ["trial", "architecture", "accuracy", "accuracy_std", "accuracy_mean",
+                "accuracy_sd", "p_front", "flops", "macs", "params"]
         writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore",
                                 lineterminator="\n")
         writer.writeheader()

@@ -194,7 +194,9 @@ class SearchRunner:
         else:
             place = done
         note = ""
-        if TrialAttrs.DUPLICATE_OF in frozen.user_attrs:
+        if TrialAttrs.REPEAT_OF in frozen.user_attrs:
+            note = f"another seed of trial {frozen.user_attrs[TrialAttrs.REPEAT_OF]}"
+        elif TrialAttrs.DUPLICATE_OF in frozen.user_attrs:
             note = f"same as trial {frozen.user_attrs[TrialAttrs.DUPLICATE_OF]}"
         elif TrialAttrs.INFEASIBLE in frozen.user_attrs:
             note = "over the FLOPs budget"
