@@ -205,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="optimizer (default: adam)")
     search.add_argument("--repeats", type=_positive_int, default=1,
                         help="train each architecture with K seeds; the objective is the mean")
+    search.add_argument("--no-reevaluate", dest="reevaluate", action="store_false",
+                        help="never spend a training on another seed of an architecture "
+                        "already trained (default: the surrogate sampler does where that is "
+                        "worth more to the front than a new architecture; trial attr repeat_of)")
     search.add_argument("--augment", action="store_true",
                         help="random flips and shifts during training")
     search.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default: 0)")
@@ -346,6 +350,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     keras_tuner = args.engine == "keras-tuner"
     if not keras_tuner and (args.tuner is not None or args.tuner_dir is not None):
         raise PoolnasError("--tuner and --tuner-dir are options of --engine keras-tuner")
+    if keras_tuner and not args.reevaluate:
+        raise PoolnasError("--no-reevaluate is an option of --engine optuna's surrogate sampler")
     if keras_tuner and args.workers > 1:
         raise PoolnasError("--engine keras-tuner runs one KerasTuner tuner; leave out --workers")
     say = None if args.quiet else _say
@@ -370,7 +376,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                       learning_rate=args.learning_rate, optimizer=args.optimizer,
                       repeats=args.repeats, augment=args.augment),
         seed=args.seed, max_flops=args.max_flops, artifacts=args.artifacts,
-        heartbeat=args.heartbeat,
+        heartbeat=args.heartbeat, reevaluate=args.reevaluate,
     )
     report = None if args.quiet else _print_report
     if keras_tuner:

@@ -327,7 +327,8 @@ class SearchRunner:
 
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         return make_sampler(self.config.sampler, self.config.space, seed,
-                            flops_of=self._flops_of, max_flops=self.config.max_flops)
+                            flops_of=self._flops_of, max_flops=self.config.max_flops,
+                            reevaluate=self.config.reevaluate)
 
     def _run_one_trial(self) -> None:
         """One trial through ``study.optimize`` (its heartbeat, retries and callbacks)."""
