@@ -82,7 +82,7 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, default: boo
         else:
             chosen = [(r, flops[k], k) for r, k in zip(raw, keys)]
         front, best = [], -math.inf
-        for m, f, k in sorted(chosen, key=lambda x: (x[1], -x[0])):
+        for m, _f, k in sorted(chosen, key=lambda x: (x[1], -x[0])):
             if m > best:
                 front.append(k)
                 best = m
