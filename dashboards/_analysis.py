@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
 
-from poolnas.search import STUDY_ATTR, TrialAttrs, is_feasible, pareto_front
+from poolnas.search import (
+    STUDY_ATTR,
+    ChoiceEffect,
+    StudyModel,
+    TrialAttrs,
+    fit_accuracy_model,
+    is_feasible,
+    pareto_front,
+)
 from poolnas.spaces import OPS, SKIPS, Architecture, PoolnasError, SearchSpace
 
 if TYPE_CHECKING:
@@ -78,6 +86,16 @@ class ChoiceStat:
             over those pairs, as a fraction (None without pairs).
         paired_flops_ratio: Geometric mean of (FLOPs with this choice / FLOPs with the other)
             over those pairs (None without pairs).
+        effect: The accuracy model's effect of this choice against the mean of the other
+            choices (a fraction; over every trained architecture, only this choice changed),
+            None without a model.
+        effect_low: Lower end of its 95 % credible interval.
+        effect_high: Upper end.
+        decided: Whether that interval excludes zero.
+        flops_ratio: Exact FLOPs with this choice / with the others (geometric mean over the
+            same architectures).
+        more_trainings: Roughly how many more trainings would decide it (None: decided or
+            unknown).
     """
 
     point: int
@@ -92,6 +110,12 @@ class ChoiceStat:
     pairs: int
     paired_accuracy_delta: float | None
     paired_flops_ratio: float | None
+    effect: float | None = None
+    effect_low: float | None = None
+    effect_high: float | None = None
+    decided: bool | None = None
+    flops_ratio: float | None = None
+    more_trainings: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The row as plain JSON values."""
@@ -102,6 +126,9 @@ class ChoiceStat:
             "mean_flops": self.mean_flops, "pairs": self.pairs,
             "paired_accuracy_delta": self.paired_accuracy_delta,
             "paired_flops_ratio": self.paired_flops_ratio,
+            "effect": self.effect, "effect_low": self.effect_low,
+            "effect_high": self.effect_high, "decided": self.decided,
+            "flops_ratio": self.flops_ratio, "more_trainings": self.more_trainings,
         }
 
 
@@ -164,6 +191,7 @@ class ChoiceAnalysis:
     points: int
     stats: tuple[ChoiceStat, ...]
     comparisons: tuple[PairedComparison, ...]
+    effects: tuple[ChoiceEffect, ...] = ()
 
     def stat(self, point: int, kind: str, choice: str) -> ChoiceStat:
         """The row for one choice.
@@ -197,6 +225,7 @@ class ChoiceAnalysis:
             "front": list(self.front),
             "choices": [s.as_dict() for s in self.stats],
             "comparisons": [c.as_dict() for c in self.comparisons],
+            "effects": [e.as_dict() for e in self.effects if e.other is not None],
             "summary": summarise(self),
         }
 
@@ -314,13 +343,16 @@ def _pairs(candidates: Sequence[Candidate], point: int, kind: str
 
 
 def analyse_choices(trials: Iterable[FrozenTrial], *,
-                    space: SearchSpace | None = None) -> ChoiceAnalysis:
+                    space: SearchSpace | None = None,
+                    model: StudyModel | None = None) -> ChoiceAnalysis:
     """The answer table of a study: per point, op and skip type, what it does to the front.
 
     Args:
         trials: Frozen trials of a poolnas study, e.g. ``study.get_trials(deepcopy=False)``.
         space: The study's search space. Its choices are listed even when no trial used them
             (with zero counts); without it, only the choices the trials used are listed.
+        model: The study's accuracy model (:func:`~poolnas.search.fit_accuracy_model`): the
+            effects with credible intervals come from it.
 
     Returns:
         The analysis; its :attr:`~ChoiceAnalysis.stats` are in catalogue order per point.
@@ -333,8 +365,12 @@ def analyse_choices(trials: Iterable[FrozenTrial], *,
                  default=space.points if space is not None else 0)
     stats: list[ChoiceStat] = []
     comparisons: list[PairedComparison] = []
+    effects: list[ChoiceEffect] = []
     for point in range(1, points + 1):
         for kind in KINDS:
+            modelled = model.effects(point, kind) if model is not None else []
+            effects.extend(modelled)
+            versus_rest = {e.choice: e for e in modelled if e.other is None}
             using = [c for c in candidates if len(c.architecture.points) >= point]
             used = {_choice(c.architecture, point, kind) for c in using}
             allowed = set(_allowed(space, point, kind)) | used
@@ -353,7 +389,14 @@ def analyse_choices(trials: Iterable[FrozenTrial], *,
                 mine = [c for c in using if _choice(c.architecture, point, kind) == choice]
                 trained = [c for c in mine if c.feasible]
                 paired = by_choice.get(choice, [])
+                e = versus_rest.get(choice)
                 stats.append(ChoiceStat(
+                    effect=None if e is None else e.effect,
+                    effect_low=None if e is None else e.low,
+                    effect_high=None if e is None else e.high,
+                    decided=None if e is None else e.decided,
+                    flops_ratio=None if e is None else e.flops_ratio,
+                    more_trainings=None if e is None else e.more_trainings,
                     point=point, kind=kind, choice=choice,
                     trials=len(trained),
                     infeasible=len(mine) - len(trained),
@@ -374,7 +417,8 @@ def analyse_choices(trials: Iterable[FrozenTrial], *,
                     flops_ratio=_geometric_mean([_ratio(a.flops, b.flops) for a, b in couple]),
                 ))
     return ChoiceAnalysis(candidates=tuple(candidates), front=front, points=points,
-                          stats=tuple(stats), comparisons=tuple(comparisons))
+                          stats=tuple(stats), comparisons=tuple(comparisons),
+                          effects=tuple(effects))
 
 
 def study_space(study: optuna.Study) -> SearchSpace | None:
@@ -387,16 +431,21 @@ def study_space(study: optuna.Study) -> SearchSpace | None:
 
 
 def analyse_study(study: optuna.Study,
-                  trials: Sequence[FrozenTrial] | None = None) -> ChoiceAnalysis:
-    """:func:`analyse_choices` of a study's trials, with the space it recorded.
+                  trials: Sequence[FrozenTrial] | None = None, *,
+                  model: StudyModel | None = None) -> ChoiceAnalysis:
+    """:func:`analyse_choices` of a study's trials, with the space it recorded and its
+    accuracy model.
 
     Args:
         study: A poolnas study.
         trials: Its trials, if the caller already has them.
+        model: Its accuracy model, if the caller already has it (default: fitted here).
     """
     if trials is None:
         trials = study.get_trials(deepcopy=False)
-    return analyse_choices(trials, space=study_space(study))
+    if model is None:
+        model = fit_accuracy_model(study, trials)
+    return analyse_choices(trials, space=study_space(study), model=model)
 
 
 # ---------------------------------------------------------------------- words and text
@@ -473,6 +522,36 @@ def _point_sentence(analysis: ChoiceAnalysis, point: int, kind: str) -> str | No
             f"({runner.trials} vs {best.trials} trials)")
 
 
+def _interval(e: ChoiceEffect) -> str:
+    return f"{e.effect * 100:.1f} pp [{e.low * 100:.1f}, {e.high * 100:.1f}]"
+
+
+def _model_sentences(point: int, kind: str, pairs: Sequence[ChoiceEffect]) -> list[str]:
+    """The model's verdict for one point and kind: a winner only where the 95 % interval
+    excludes zero, else that the budget cannot tell them apart (and how many trainings might)."""
+    lines = []
+    for e in pairs:
+        if not e.decided:
+            continue
+        win, lose, sign = (e.choice, e.other, 1) if e.effect > 0 else (e.other, e.choice, -1)
+        ratio = e.flops_ratio if sign > 0 else 1.0 / e.flops_ratio
+        lines.append(f"at point {point}, {label(win)} beats {label(lose or '')} by "
+                     f"{abs(e.effect) * 100:.1f} pp [{min(sign * e.low, sign * e.high) * 100:.1f}, "
+                     f"{max(sign * e.low, sign * e.high) * 100:.1f}], "
+                     f"{_flops_phrase(ratio)}")
+    open_ = [e for e in pairs if not e.decided]
+    if open_:
+        names = ", ".join(f"{label(e.choice)} vs {label(e.other or '')} {_interval(e)}"
+                          for e in open_)
+        more = [e.more_trainings for e in open_ if e.more_trainings is not None]
+        hint = (f"; roughly {min(more)} more trainings might decide the closest"
+                if more else "; the effects are too close to zero to say how many more "
+                "trainings would")
+        lines.append(f"at point {point}, the budget cannot tell these {kind}s apart: "
+                     f"{names}{hint}")
+    return lines
+
+
 def summarise(analysis: ChoiceAnalysis) -> list[str]:
     """The conclusion in words, one sentence per point and kind.
 
@@ -486,6 +565,11 @@ def summarise(analysis: ChoiceAnalysis) -> list[str]:
     lines = []
     for point in range(1, analysis.points + 1):
         for kind in KINDS:
+            pairs = [e for e in analysis.effects
+                     if e.point == point and e.kind == kind and e.other is not None]
+            if pairs:
+                lines.extend(_model_sentences(point, kind, pairs))
+                continue
             sentence = _point_sentence(analysis, point, kind)
             if sentence is not None:
                 lines.append(sentence)
@@ -495,7 +579,7 @@ def summarise(analysis: ChoiceAnalysis) -> list[str]:
 ANSWER_COLUMNS = (
     ("point", "point"), ("kind", "kind"), ("choice", "choice"), ("front", "on front"),
     ("trials", "trials"), ("accuracy", "mean acc"), ("flops", "mean FLOPs"),
-    ("delta", "paired Δacc"), ("ratio", "paired FLOPs"), ("pairs", "pairs"),
+    ("effect", "effect vs rest [95% CI]"), ("ratio", "FLOPs vs rest"), ("decided", "decided"),
 )
 
 
@@ -510,8 +594,12 @@ def answer_rows(analysis: ChoiceAnalysis) -> list[dict[str, str]]:
             "trials": f"{s.trials}{infeasible}",
             "accuracy": "-" if s.mean_accuracy is None else f"{s.mean_accuracy:.4f}",
             "flops": flops_text(s.mean_flops),
+            "effect": "-" if s.effect is None else (
+                f"{_pp(s.effect)} [{s.effect_low * 100:+.1f}, {s.effect_high * 100:+.1f}]"),
+            "ratio": "-" if s.flops_ratio is None else _times(s.flops_ratio),
+            "decided": "-" if s.decided is None else ("yes" if s.decided else "no"),
+            # The raw like-for-like pairs, kept beside the model's numbers.
             "delta": "-" if s.paired_accuracy_delta is None else _pp(s.paired_accuracy_delta),
-            "ratio": "-" if s.paired_flops_ratio is None else _times(s.paired_flops_ratio),
             "pairs": str(s.pairs),
         })
     return rows
@@ -525,6 +613,8 @@ def answer_text(analysis: ChoiceAnalysis) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    notes = ("paired Δacc: mean accuracy difference to the other choices over pairs of "
-             "architectures that differ only there; paired FLOPs: the FLOPs ratio over those pairs")
+    notes = ("effect vs rest: the accuracy model's difference to the mean of the other choices, "
+             "over every trained architecture with only this choice changed, with its 95% "
+             "credible interval; decided: the interval excludes zero; FLOPs vs rest: the exact "
+             "FLOPs ratio over the same architectures")
     return "\n".join([*lines, "", notes, "", *summarise(analysis)])

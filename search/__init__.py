@@ -7,6 +7,7 @@ module                 what it owns
 ``_settings``          a study's stored settings, creating/resuming a study, :func:`trial_seed`
 ``_trial_attrs``       :class:`TrialAttrs`: every stored trial field's name, defined once
 ``_costs``             :class:`CostModel`: closed-form FLOPs/MACs/params, predicted latency
+``_accuracy_model``    :class:`AccuracyModel` (GP over the choices), :func:`fit_accuracy_model`
 ``_samplers``          ``--sampler``: :data:`SAMPLERS` and :func:`make_sampler`
 ``_surrogate``         :class:`ParetoSurrogateSampler` (accuracy model + exact-FLOPs EHVI)
 ``_recorder``          :class:`TrialRecorder`: how every driver records a trial; :class:`TrialHooks`
@@ -33,6 +34,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from poolnas.search._accuracy_model import (
+    AccuracyModel,
+    ArchitectureEstimate,
+    ChoiceEffect,
+    Observations,
+    StudyModel,
+    dominance_probabilities,
+    fit_accuracy_model,
+)
 from poolnas.search._config import DEFAULT_STORAGE, SearchConfig
 from poolnas.search._costs import COSTS, MAX_CANDIDATES, CostModel
 from poolnas.search._export import (
@@ -94,7 +104,14 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "AccuracyModel",
+    "ArchitectureEstimate",
     "AttrHeartbeat",
+    "ChoiceEffect",
+    "Observations",
+    "StudyModel",
+    "dominance_probabilities",
+    "fit_accuracy_model",
     "Candidate",
     "COSTS",
     "CostModel",

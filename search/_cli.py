@@ -50,6 +50,7 @@ from poolnas.evaluators import (
     runtime_description,
     space_kernels,
 )
+from poolnas.search._accuracy_model import fit_accuracy_model
 from poolnas.search._config import DEFAULT_STORAGE, SearchConfig
 from poolnas.search._export import MANIFEST, export_trials, trial_record
 from poolnas.search._pareto import pareto_front
@@ -221,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="optimizer (default: adam)")
     search.add_argument("--repeats", type=_positive_int, default=1,
                         help="train each architecture with K seeds; the objective is the mean")
+    search.add_argument("--no-reevaluate", dest="reevaluate", action="store_false",
+                        help="never spend a training on another seed of an architecture "
+                        "already trained (default: the surrogate sampler does where that is "
+                        "worth more to the front than a new architecture; trial attr repeat_of)")
     search.add_argument("--augment", action="store_true",
                         help="random flips and shifts during training")
     search.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default: 0)")
@@ -368,10 +373,20 @@ def format_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]])
     return "\n".join(lines)
 
 
-def _front_rows(trials) -> list[dict[str, Any]]:
+def _front_rows(trials, model: Any = None) -> list[dict[str, Any]]:
+    """Rows of the front: the raw record of each trial, and the accuracy model's posterior
+    mean, sd and ``p_front`` of its architecture (None without a model)."""
     rows = []
     for trial in trials:
         record = trial_record(trial)
+        estimate = (None if model is None else
+                    model.estimate(trial.user_attrs.get(TrialAttrs.ARCHITECTURE)))
+        record["accuracy_mean"] = None if estimate is None else estimate.mean
+        record["accuracy_sd"] = None if estimate is None else estimate.sd
+        record["p_front"] = None if estimate is None else estimate.p_front
+        record["model_text"] = (None if estimate is None else
+                                f"{estimate.mean:.4f} ± {estimate.sd:.4f}")
+        record["p_front_text"] = None if estimate is None else f"{estimate.p_front:.2f}"
         std = record["accuracy_std"]
         # With repeats the accuracy is a mean: its spread is shown, a zero one too.
         repeated = len(trial.user_attrs.get(TrialAttrs.ACCURACIES) or ()) > 1
@@ -385,7 +400,9 @@ def _front_rows(trials) -> list[dict[str, Any]]:
     return rows
 
 
-_FRONT_COLUMNS = (("trial", "trial"), ("accuracy_text", "accuracy"), ("flops_text", "FLOPs"),
+_FRONT_COLUMNS = (("trial", "trial"), ("accuracy_text", "accuracy"),
+                  ("model_text", "model mean ± sd"), ("p_front_text", "p_front"),
+                  ("flops_text", "FLOPs"),
                   ("macs_text", "MACs"), ("params", "params"), ("architecture", "architecture"))
 
 
@@ -393,7 +410,8 @@ def _front_columns(rows: list[dict[str, Any]]) -> Sequence[tuple[str, str]]:
     """The front's columns: the predicted latency beside FLOPs when the trials have it."""
     if not any(r.get("latency_ms") is not None for r in rows):
         return _FRONT_COLUMNS
-    return (*_FRONT_COLUMNS[:3], ("latency_text", "ms"), *_FRONT_COLUMNS[3:])
+    after = [key for key, _ in _FRONT_COLUMNS].index("flops_text") + 1
+    return (*_FRONT_COLUMNS[:after], ("latency_text", "ms"), *_FRONT_COLUMNS[after:])
 
 
 # ---------------------------------------------------------------------- commands
@@ -439,6 +457,8 @@ def _search(args: argparse.Namespace) -> int:
     keras_tuner = args.engine == "keras-tuner"
     if not keras_tuner and (args.tuner is not None or args.tuner_dir is not None):
         raise PoolnasError("--tuner and --tuner-dir are options of --engine keras-tuner")
+    if keras_tuner and not args.reevaluate:
+        raise PoolnasError("--no-reevaluate is an option of --engine optuna's surrogate sampler")
     if keras_tuner and args.workers > 1:
         raise PoolnasError("--engine keras-tuner runs one KerasTuner tuner; leave out --workers")
     say = None if args.quiet else _say
@@ -466,7 +486,7 @@ def _search(args: argparse.Namespace) -> int:
         max_latency=args.max_latency, latency_runtime=args.latency_runtime,
         latency_tolerance=args.latency_tolerance, latency_table=args.latency_table,
         artifacts=args.artifacts,
-        heartbeat=args.heartbeat,
+        heartbeat=args.heartbeat, reevaluate=args.reevaluate,
     )
     report = None if args.quiet else _print_report
     if keras_tuner:
@@ -495,7 +515,7 @@ def _search(args: argparse.Namespace) -> int:
         print(f"\n--timeout {config.timeout:g} s reached: {done}/{config.trials} trials complete; "
               "run the same command again to continue the study", flush=True)
     print(f"\nPareto front of study {config.study!r} ({_count(len(front), 'architecture')}):")
-    rows = _front_rows(front)
+    rows = _front_rows(front, fit_accuracy_model(runner.study))
     print(format_table(rows, _front_columns(rows)))
     return 0
 
@@ -509,13 +529,16 @@ def _cmd_front(args: argparse.Namespace) -> int:
     if args.explain and args.format == "csv":
         raise PoolnasError("--explain prints a table; use it with --format table or json")
     _, study = open_study(args.storage, args.study)
-    rows = _front_rows(pareto_front(study.get_trials(deepcopy=False)))
+    trials = study.get_trials(deepcopy=False)
+    model = fit_accuracy_model(study, trials)
+    rows = _front_rows(pareto_front(trials), model)
     explained = None
     if args.explain:
-        explained = analyse_study(study)
+        explained = analyse_study(study, trials, model=model)
     if args.format == "json":
-        keys = ("trial", "architecture", "accuracy", "accuracy_std", "flops", "latency_ms",
-                "macs", "params", "epochs", "train_seconds")
+        keys = ("trial", "architecture", "accuracy", "accuracy_std", "accuracy_mean",
+                "accuracy_sd", "p_front", "flops", "latency_ms", "macs", "params", "epochs",
+                "train_seconds")
         records = [{k: r[k] for k in keys} for r in rows]
         if explained is not None:
             print(json.dumps({"front": records, "explain": explained.as_dict()}, indent=2))
@@ -523,8 +546,8 @@ def _cmd_front(args: argparse.Namespace) -> int:
             print(json.dumps(records, indent=2))
     elif args.format == "csv":
         buffer = io.StringIO()
-        keys = ["trial", "architecture", "accuracy", "accuracy_std", "flops", "latency_ms",
-                "macs", "params"]
+        keys = ["trial", "architecture", "accuracy", "accuracy_std", "accuracy_mean",
+                "accuracy_sd", "p_front", "flops", "latency_ms", "macs", "params"]
         writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore",
                                 lineterminator="\n")
         writer.writeheader()

@@ -49,6 +49,8 @@ class SearchConfig:
         heartbeat: Seconds between the heartbeats of a running trial (database storages). A
             trial whose heartbeat is ``2 * heartbeat`` seconds old is failed and queued again;
             one whose worker ran on this machine and died is failed at once.
+        reevaluate: Whether the surrogate sampler may spend a training on another seed of a
+            contested architecture (``repeat_of``) instead of a new one (default: True).
         worker: Index of this worker among those started together (``--workers``), for
             messages. Workers need no seeds of their own: each trial draws with a seed made of
             ``seed`` and the trial's number.
@@ -72,6 +74,7 @@ class SearchConfig:
     latency_table: str | None = None
     artifacts: str | None = None
     heartbeat: int = 60
+    reevaluate: bool = True
     worker: int = 0
 
     def __post_init__(self) -> None:
@@ -111,6 +114,12 @@ class SearchConfig:
             )
         if self.budget is None:
             object.__setattr__(self, "budget", Budget())
+        if not self.reevaluate and self.budget.repeats < 1:
+            raise PoolnasError("--no-reevaluate with --repeats 0 leaves no training to do; "
+                               "use --repeats 1 or more")
+        if not self.reevaluate and self.sampler not in ("auto", "surrogate"):
+            raise PoolnasError(f"--no-reevaluate is an option of the surrogate sampler; "
+                               f"--sampler {self.sampler} never re-evaluates")
 
     def study_settings(self, data: Dataset, *, engine: str | None = None) -> dict[str, Any]:
         """The settings a study of this configuration stores (see :mod:`._settings`)."""

@@ -7,8 +7,10 @@ train their own way; everything between is here, in this order:
 1. :meth:`TrialRecorder.begin`: the architecture's cost (closed form, nothing built), the
    fields every trial carries (:class:`~poolnas.search.TrialAttrs`), then whether it needs
    training at all: an architecture the study already trained is a *duplicate* (its results
-   are copied, ``duplicate_of``), one over the FLOPs budget is *infeasible* (``infeasible``,
-   values ``(0, flops)``). Either way the caller tells the returned values without training.
+   are copied, ``duplicate_of``) unless the sampler asked for a re-evaluation (``repeat_of``:
+   trained again with the trial's own seed), one over the FLOPs budget is *infeasible*
+   (``infeasible``, values ``(0, flops)``). Either way the caller tells the returned values
+   without training.
 2. :meth:`TrialRecorder.record_trained`: the trained model as an artifact, the accuracies and
    timings.
 3. :meth:`TrialRecorder.completed`, once the trial is told COMPLETE: the Pareto-front snapshot
@@ -164,7 +166,9 @@ class TrialRecorder:
         if epochs is not None:
             trial.set_user_attr(TrialAttrs.EPOCHS, int(epochs))
         candidate = Candidate(trial=trial, arch=arch, cost=cost)
-        original = self._reuse(trial, arch.key) if reuse else None
+        # A re-evaluation (``repeat_of``, set by the sampler) is trained again, not reused.
+        repeat = TrialAttrs.REPEAT_OF in trial.user_attrs
+        original = self._reuse(trial, arch.key) if reuse and not repeat else None
         if original is not None:
             candidate.values = (float(original.values[0]), float(original.values[1]))
             self._notify(TrialEvent(

@@ -229,7 +229,9 @@ class SearchRunner:
         else:
             place = done
         note = ""
-        if TrialAttrs.DUPLICATE_OF in frozen.user_attrs:
+        if TrialAttrs.REPEAT_OF in frozen.user_attrs:
+            note = f"another seed of trial {frozen.user_attrs[TrialAttrs.REPEAT_OF]}"
+        elif TrialAttrs.DUPLICATE_OF in frozen.user_attrs:
             note = f"same as trial {frozen.user_attrs[TrialAttrs.DUPLICATE_OF]}"
         elif TrialAttrs.INFEASIBLE in frozen.user_attrs:
             note = "over the budget: " + str(frozen.user_attrs[TrialAttrs.INFEASIBLE])
@@ -363,7 +365,8 @@ class SearchRunner:
         return make_sampler(self.config.sampler, self.config.space, seed,
                             flops_of=self._flops_of,
                             max_flops=(self.config.max_latency if self.config.cost == "latency"
-                                       else self.config.max_flops))
+                                       else self.config.max_flops),
+                            reevaluate=self.config.reevaluate)
 
     def _run_one_trial(self) -> None:
         """One trial through ``study.optimize`` (its heartbeat, retries and callbacks)."""

@@ -21,7 +21,8 @@ SAMPLERS = ("auto", "surrogate", "tpe", "nsga2", "random", "grid")
 
 def make_sampler(name: str, space: Any, seed: int | None, *,
                  flops_of: Callable[[Mapping[str, Any]], float] | None = None,
-                 max_flops: int | None = None) -> optuna.samplers.BaseSampler:
+                 max_flops: int | None = None,
+                 reevaluate: bool = True) -> optuna.samplers.BaseSampler:
     """The Optuna sampler for ``--sampler``.
 
     Args:
@@ -33,6 +34,8 @@ def make_sampler(name: str, space: Any, seed: int | None, *,
         seed: Seeds the sampler.
         flops_of: FLOPs of a candidate from its parameters (``surrogate`` needs it).
         max_flops: The FLOPs budget (``surrogate`` proposes candidates over it last).
+        reevaluate: Whether ``surrogate`` may propose another training of a trained
+            architecture (a re-evaluation) where that is worth more than a new one.
 
     Raises:
         PoolnasError: Unknown name, or ``surrogate`` on a space too large to enumerate.
@@ -47,7 +50,8 @@ def make_sampler(name: str, space: Any, seed: int | None, *,
             )
         if flops_of is None:
             raise PoolnasError("the surrogate sampler needs the FLOPs of the candidates")
-        return ParetoSurrogateSampler(space, flops_of, seed=seed, max_flops=max_flops)
+        return ParetoSurrogateSampler(space, flops_of, seed=seed, max_flops=max_flops,
+                                      reevaluate=reevaluate)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if name == "nsga2":

@@ -13,21 +13,10 @@ architecture. It exploits two facts that Optuna's generic samplers cannot know:
 
 The model
 ---------
-Accuracy is modelled as *additive* over one-hot features of the choices (one feature per value
-of each parameter, e.g. ``point1_op=avg``, plus an intercept): Bayesian linear regression with
-independent Gaussian priors on the weights and Gaussian noise (Bishop, *Pattern Recognition and
-Machine Learning*, 2006, section 3.3). After the observed accuracies are standardised, the prior
-variance of the weights and the noise variance are chosen on a small grid by the marginal
-likelihood (the evidence, *ibid.* section 3.5). Optionally (``pairwise=1``/``2``) pairwise terms
-are added between neighbouring parameters in ``SearchSpace.parameters()`` order (the op and the
-skip of one point; the skip of one point and the op of the next) or between all pairs, with
-their own prior variance (a fixed ratio, or chosen by the evidence among 0, 0.3 and 1); on the
-PoolBench-digits replays they were no better (81 architectures) or worse (243), so the default
-is purely additive. One-hot encodings of an architecture's choices are the plainest of the
-encodings compared for NAS predictors by White et al. (*A Study on Encodings for Neural
-Architecture Search*, NeurIPS 2020); a linear model on them is the cheapest surrogate that still
-shares information between architectures that share choices, which is what lets a few trainings
-rank the untrained rest.
+:class:`~poolnas.search.AccuracyModel` (``_accuracy_model``): a Gaussian process over the
+choices with an overlap kernel, additive plus pairwise terms, every training an observation,
+noise and complexity chosen by the evidence. The same model gives the front its posterior means
+and ``p_front`` and the answer its intervals, so the sampler, the front and the answer agree.
 
 The acquisition
 ---------------
@@ -35,15 +24,29 @@ For every untrained candidate ``x`` with exact FLOPs ``f(x)`` and posterior pred
 ``A ~ N(mu(x), s(x)^2)``, the sampler computes the *expected hypervolume improvement* (EHVI,
 Emmerich, Giannakoglou and Naujoks, IEEE TEVC 2006) of the (accuracy, FLOPs) front of the trained
 architectures. Because only one objective is uncertain, the 2-D EHVI is exact and closed-form:
-with ``F(t)`` the smallest FLOPs of a trained architecture of accuracy at least ``t`` (capped at
+with ``F(t)`` the smallest FLOPs of a trained architecture whose posterior mean accuracy is at
+least ``t`` (capped at
 the reference, the space's largest FLOPs), a candidate of accuracy ``a`` adds
 ``HVI(a) = integral_lo^a max(0, F(t) - f(x)) dt``; ``F`` is a step function, so
 ``E[HVI(A)] = sum_k w_k * integral_{t_k}^{t_k+1} P(A > t) dt`` and each integral is
 ``s * (psi(z_k) - psi(z_k+1))`` with ``psi(z) = phi(z) - z * (1 - Phi(z))``. The accuracy floor
-``lo`` is the lowest accuracy trained so far (a range-normalised view, so that the empty area
-below the worst model does not dominate). Alternatively (``acquisition="thompson"``) one weight
-vector is drawn from the posterior and the candidate with the largest hypervolume improvement
-under that draw is proposed (Thompson sampling).
+``lo`` is the lowest posterior mean of a trained architecture (a range-normalised view, so
+that the empty area below the worst model does not dominate). Alternatively
+(``acquisition="thompson"``) one draw of every candidate's accuracy is made and the candidate with
+the largest hypervolume improvement under that draw is proposed (Thompson sampling).
+
+Re-evaluation
+-------------
+With ``reevaluate`` (the default), every model-based proposal weighs one more training of a
+trained architecture against a new one by the value of the information (the knowledge gradient
+in hypervolume, Frazier, Powell and Dayanik, 2008): one training moves a posterior mean by a
+Gaussian of sd ``s^2 / sqrt(s^2 + noise)``, and its value is the expected hypervolume
+improvement of the moved mean minus that of the current mean (exact with :func:`
+expected_improvement`, since the improvement is convex in accuracy): for a trained architecture
+against the front of the others, for an untried one against the whole front. The larger wins;
+a repeat is the same architecture with ``repeat_of`` set on its trial, which the recorder trains
+with the trial's own seed instead of copying earlier results. An architecture with a trial
+running (another worker) is not repeated.
 
 The first objective of the study must be the accuracy (maximized), as in poolnas; the second
 (FLOPs) is never read from the trials, it comes from ``flops_of``.
@@ -58,9 +61,9 @@ trained architectures, as tabular NAS benchmarks such as NAS-Bench-201 are used)
 docs/benchmarks.md, "Sample efficiency". The Thompson variant, pairwise terms, a higher noise
 floor, random exploration and more start-up trials were all measured and were no better there.
 
-What it reads from the study: only ``COMPLETE`` trials' first value (the accuracy) enters the
-model, averaged per architecture (so poolnas' duplicate trials, which repeat the stored values,
-count once). A complete trial with the user attr ``infeasible`` (over a FLOPs budget, never
+What it reads from the study: ``COMPLETE`` trials' accuracies, one per seed (the user attr
+``accuracies``, else the first value); a duplicate trial (``duplicate_of``), which copies stored
+values, adds nothing. A complete trial with the user attr ``infeasible`` (over a FLOPs budget, never
 trained) is neither modelled nor proposed again. ``FAIL`` trials and trials still ``RUNNING``
 (other workers) are proposed again only when nothing untried is left. Proposals are
 deterministic given ``seed`` and the trials so far (the random stream of a trial is seeded by
@@ -78,6 +81,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import TrialState
 
+from poolnas.search._accuracy_model import AccuracyModel, Observations
 from poolnas.search._costs import MAX_CANDIDATES
 from poolnas.search._trial_attrs import TrialAttrs
 
@@ -182,13 +186,13 @@ class ParetoSurrogateSampler(BaseSampler):
             then a balanced random design); the model also waits for 2 trained architectures.
         acquisition: ``"ehvi"`` (expected hypervolume improvement, default) or
             ``"thompson"`` (hypervolume improvement under one posterior draw).
-        pairwise: Interaction features: 0 none (purely additive, default), 1 between
-            neighbouring parameters, 2 between every pair of parameters.
-        pair_scale: Prior variance of the interaction weights relative to the main effects;
-            None (default) lets the evidence choose among 0, 0.3 and 1.
+        interactions: Let the accuracy model add pairwise terms where the evidence wants
+            them (default); False: additive only.
+        reevaluate: Decide per proposal between a new architecture and another training of a
+            trained one (a *re-evaluation*, user attr ``repeat_of``), by which is worth more
+            (default: True).
+        repeat_margin: A re-evaluation must be worth this many times the best new candidate.
         cheapest_first: Make the first start-up proposal the cheapest architecture.
-        min_noise: Smallest noise variance (of the standardised accuracies) the evidence may
-            choose.
         max_flops: A FLOPs budget: architectures over it are known to be infeasible before
             training and are proposed only when nothing within it is left untried.
         explore: Probability that a model-based proposal is instead a uniformly random untried
@@ -197,9 +201,9 @@ class ParetoSurrogateSampler(BaseSampler):
 
     def __init__(self, space: Any, flops_of: Callable[[Mapping[str, Any]], float], *,
                  seed: int | None = None, n_startup_trials: int = 3,
-                 acquisition: str = "ehvi", pairwise: int = 0,
-                 pair_scale: float | None = None, cheapest_first: bool = True,
-                 min_noise: float = 0.01, explore: float = 0.0,
+                 acquisition: str = "ehvi", interactions: bool = True,
+                 reevaluate: bool = True, repeat_margin: float = 1.0,
+                 cheapest_first: bool = True, explore: float = 0.0,
                  max_flops: float | None = None) -> None:
         if acquisition not in ("ehvi", "thompson"):
             raise ValueError(f"acquisition must be 'ehvi' or 'thompson', not {acquisition!r}")
@@ -210,13 +214,11 @@ class ParetoSurrogateSampler(BaseSampler):
         self._seed = seed
         self._n_startup = int(n_startup_trials)
         self._acquisition = acquisition
-        if pairwise not in (0, 1, 2):
-            raise ValueError("pairwise must be 0 (none), 1 (neighbours) or 2 (all pairs)")
-        self._pairwise = int(pairwise)
-        self._min_noise = float(min_noise)
+        self._interactions = bool(interactions)
+        self._reevaluate = bool(reevaluate)
+        self._repeat_margin = float(repeat_margin)
         self._explore = float(explore)
         self._max_flops = None if max_flops is None else float(max_flops)
-        self._pair_scale = None if pair_scale is None else float(pair_scale)
         self._cheapest_first = bool(cheapest_first)
         self._params = {name: tuple(values) for name, values in space.parameters().items()}
         self._search_space = {name: CategoricalDistribution(list(values))
@@ -241,27 +243,7 @@ class ParetoSurrogateSampler(BaseSampler):
         self._reference = float(self._flops.max())
         self._allowed = (np.ones(len(self._keys), bool) if self._max_flops is None
                          else self._flops <= self._max_flops)
-        self._features = self._encode(self._candidates)
-
-    def _encode(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        names = list(self._params)
-        columns: list[np.ndarray] = [np.ones(len(rows))]  # intercept
-        groups = [0]  # 0: intercept, 1: main effects, 2: pairwise
-        for name in names:
-            for value in self._params[name]:
-                columns.append(np.array([r[name] == value for r in rows], float))
-                groups.append(1)
-        if self._pairwise:
-            pairs = (list(zip(names, names[1:])) if self._pairwise == 1 else
-                     [(a, b) for i, a in enumerate(names) for b in names[i + 1:]])
-            for left, right in pairs:
-                for a in self._params[left]:
-                    for b in self._params[right]:
-                        columns.append(np.array(
-                            [r[left] == a and r[right] == b for r in rows], float))
-                        groups.append(2)
-        self._groups = np.array(groups)
-        return np.stack(columns, axis=1)
+        self._codes = AccuracyModel(self._params).encode(self._candidates)
 
     # ------------------------------------------------------------------ Optuna API
     def infer_relative_search_space(self, study, trial):
@@ -293,7 +275,15 @@ class ParetoSurrogateSampler(BaseSampler):
         if count < self._n_startup or len(observed) < 2:
             choice = self._startup(untried, observed, blocked, rng)
         else:
-            choice = self._acquire(untried, observed, rng)
+            repeatable = (set() if not self._reevaluate else
+                          {i for i in observed if self._allowed[i] and i not in self._busy})
+            choice = self._acquire(untried, observed, rng, repeatable=repeatable)
+            if choice < 0:
+                choice = -1 - choice
+                # A re-evaluation: the recorder trains it again (another seed) instead of
+                # copying the results of the trial it repeats.
+                study._storage.set_trial_user_attr(trial._trial_id, TrialAttrs.REPEAT_OF,
+                                                   self._first[choice])
         return dict(self._candidates[choice])
 
     def sample_independent(self, study, trial, param_name, param_distribution):
@@ -315,12 +305,18 @@ class ParetoSurrogateSampler(BaseSampler):
             return None
 
     def _history(self, study, number: int):
-        """``observed``: candidate index -> accuracies (complete, feasible trials);
-        ``blocked``: index -> True for failed/running/infeasible (not to be proposed while
-        something untried is left; infeasible ones are never worth proposing: value False
-        marks them as tried but not retry-able)."""
+        """``observed``: candidate index -> accuracies, one per training (complete, trained
+        trials; a duplicate, which copies another trial's results, adds nothing; every seed
+        of ``--repeats`` and every re-evaluation adds its own); ``blocked``: index -> True for
+        failed/running/infeasible (not to be proposed while something untried is left;
+        infeasible ones are never worth proposing: value False marks them as tried but not
+        retry-able). Also sets ``_first`` (index -> its first trained trial), ``_busy``
+        (indices with a trial running) and ``_seeds`` (accuracies per training)."""
         observed: dict[int, list[float]] = {}
         blocked: dict[int, bool] = {}
+        self._first: dict[int, int] = {}
+        self._busy: set[int] = set()
+        seeds = []
         for t in study.get_trials(deepcopy=False):
             if t.number == number:
                 continue
@@ -332,13 +328,23 @@ class ParetoSurrogateSampler(BaseSampler):
                 if TrialAttrs.INFEASIBLE in t.user_attrs:
                     blocked[index] = False
                     continue
-                value = float(t.values[0])
-                if math.isfinite(value):
-                    observed.setdefault(index, []).append(value)
+                if TrialAttrs.DUPLICATE_OF in t.user_attrs and index in observed:
+                    continue
+                values = t.user_attrs.get(TrialAttrs.ACCURACIES)
+                if not isinstance(values, list) or not values:
+                    values = [t.values[0]]
+                values = [float(v) for v in values if math.isfinite(float(v))]
+                if values:
+                    observed.setdefault(index, []).extend(values)
+                    self._first.setdefault(index, t.number)
+                    seeds.append(len(values))
             elif t.state in (TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING):
                 blocked.setdefault(index, True)
+                if t.state != TrialState.FAIL:
+                    self._busy.add(index)
         for index in observed:
             blocked.pop(index, None)
+        self._seeds = max(set(seeds), key=seeds.count) if seeds else 1
         return observed, blocked
 
     def _startup(self, untried, observed, blocked, rng) -> int:
@@ -358,76 +364,62 @@ class ParetoSurrogateSampler(BaseSampler):
         best = untried_arr[score == score.min()]
         return int(best[rng.integers(len(best))])
 
-    def _posterior(self, observed):
-        """Bayesian linear regression on standardised accuracies; evidence-chosen scales.
+    def fit(self, observed) -> AccuracyModel:
+        """The accuracy model conditioned on ``observed`` (index -> accuracies)."""
+        index = sorted(observed)
+        model = AccuracyModel(self._params, interactions=self._interactions)
+        return model.fit(Observations.of([self._candidates[i] for i in index],
+                                         [observed[i] for i in index]))
 
-        Returns ``(mean, cov, noise, y_mean, y_scale)`` of the weights."""
-        index = np.array(sorted(observed))
-        y_raw = np.array([float(np.mean(observed[i])) for i in index])
-        X = self._features[index]
-        y_mean = float(y_raw.mean())
-        y_scale = float(y_raw.std()) if y_raw.size > 1 and y_raw.std() > 1e-9 else 1.0
-        y = (y_raw - y_mean) / y_scale
-        best = None
-        scales = (0.0, 0.3, 1.0) if self._pair_scale is None else (self._pair_scale,)
-        if not self._pairwise:
-            scales = (0.0,)
-        for prior in (0.03, 0.1, 0.3, 1.0):
-            for pair in scales:
-                variances = np.where(self._groups == 0, 1.0,
-                                     np.where(self._groups == 1, prior, prior * pair))
-                gram = (X * variances) @ X.T
-                # One eigendecomposition serves every noise level: K = Q (lam + noise) Q^T.
-                lam, Q = np.linalg.eigh(gram)
-                lam = np.maximum(lam, 0.0)
-                proj = (Q.T @ y) ** 2
-                for noise in (0.01, 0.03, 0.1, 0.3, 1.0):
-                    if noise < self._min_noise:
-                        continue
-                    spread = lam + noise
-                    evidence = -0.5 * (proj / spread).sum() - 0.5 * np.log(spread).sum()
-                    if best is None or evidence > best[0]:
-                        best = (evidence, variances, noise)
-        _, variances, noise = best
-        keep = variances > 0
-        if not keep.all():  # a zero prior variance: that weight is 0
-            X = X[:, keep]
-        precision = np.diag(1.0 / variances[keep]) + X.T @ X / noise
-        cov = np.linalg.inv(precision)
-        cov = 0.5 * (cov + cov.T)
-        mean = cov @ X.T @ y / noise
-        if not keep.all():
-            full_mean = np.zeros(len(keep))
-            full_cov = np.zeros((len(keep), len(keep)))
-            full_mean[keep] = mean
-            full_cov[np.ix_(keep, keep)] = cov
-            mean, cov = full_mean, full_cov
-        return mean, cov, noise, y_mean, y_scale
-
-    def _acquire(self, untried, observed, rng) -> int:
-        mean, cov, noise, y_mean, y_scale = self._posterior(observed)
+    def _acquire(self, untried, observed, rng, *, repeatable=()) -> int:
+        """The next candidate: the best untried one by EHVI, or (``repeatable``: trained
+        indices that may be trained again) a trained one, where another training of it is
+        worth more (module docstring, "Re-evaluation"). A repeat is returned as ``-1 - i``."""
+        model = self.fit(observed)
         trained = sorted(observed)
-        accuracies = [float(np.mean(observed[i])) for i in trained]
-        levels, caps = front_steps(
-            [(a, self._flops[i]) for a, i in zip(accuracies, trained)], self._reference)
-        floor = min(accuracies)
+        t_mu, _ = model.predict(self._codes[trained])
+        t_flops = self._flops[trained]
+        levels, caps = front_steps(list(zip(t_mu, t_flops)), self._reference)
+        floor = float(min(t_mu))
         cand = np.array(untried)
-        X = self._features[cand]
         flops = self._flops[cand]
+        mu, sd = model.predict(self._codes[cand])
+        noise = model.noise_sd ** 2 / max(self._seeds_per_trial(observed), 1)
         if self._acquisition == "thompson":
-            draw = rng.multivariate_normal(mean, cov, method="eigh")
-            acc = y_mean + y_scale * (X @ draw)
-            score = improvement(acc, flops, levels, caps, floor, self._reference)
+            draw = mu + sd * rng.standard_normal(mu.size)
+            score = improvement(draw, flops, levels, caps, floor, self._reference)
             if not np.any(score > 0):  # nothing improves under this draw: its best guess
-                score = acc - flops / self._reference * 1e-9
+                score = draw - flops / self._reference * 1e-9
         else:
-            mu = y_mean + y_scale * (X @ mean)
-            var = np.einsum("ij,jk,ik->i", X, cov, X) + noise
-            sd = y_scale * np.sqrt(np.maximum(var, 0.0))
-            score = expected_improvement(mu, sd, flops, levels, caps, floor,
-                                         self._reference)
+            score = expected_improvement(mu, np.sqrt(sd ** 2 + noise), flops, levels, caps,
+                                         floor, self._reference)
         top = cand[score >= score.max() * (1 - 1e-12)] if score.max() > 0 else cand
-        if top.size > 1 and score.max() <= 0:
-            top = cand
-        return int(top[rng.integers(len(top))])
+        choice = int(top[rng.integers(len(top))])
+        if repeatable:
+            # Value of information of one more training, in hypervolume: new vs repeat.
+            change = sd ** 2 / np.sqrt(sd ** 2 + noise)
+            new_value = float(np.max(
+                expected_improvement(mu, change, flops, levels, caps, floor, self._reference)
+                - improvement(mu, flops, levels, caps, floor, self._reference)))
+            best_repeat, best_value = None, new_value
+            t_mean, t_cov = model.joint(self._codes[trained])
+            t_sd = np.sqrt(np.maximum(np.diag(t_cov), 0.0))
+            for j, i in enumerate(trained):
+                if i not in repeatable:
+                    continue
+                others = [k for k in range(len(trained)) if k != j]
+                lv, cp = front_steps([(t_mean[k], t_flops[k]) for k in others], self._reference)
+                ch = t_sd[j] ** 2 / math.sqrt(t_sd[j] ** 2 + noise)
+                mu_j, f_j = np.array([t_mean[j]]), np.array([t_flops[j]])
+                value = float(expected_improvement(mu_j, np.array([ch]), f_j, lv, cp, floor,
+                                                   self._reference)[0]
+                              - improvement(mu_j, f_j, lv, cp, floor, self._reference)[0])
+                if value > best_value * self._repeat_margin:
+                    best_repeat, best_value = i, value
+            if best_repeat is not None:
+                return -1 - best_repeat
+        return choice
 
+    def _seeds_per_trial(self, observed) -> int:
+        """Seeds one training gives (``--repeats``): the most common count per trial."""
+        return int(getattr(self, "_seeds", 1))

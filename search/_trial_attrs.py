@@ -23,8 +23,10 @@ class TrialAttrs:
     ``ACCURACY_STD``, ``TRAIN_SECONDS``, ``SECONDS`` (wall time by phase), ``MODEL_ARTIFACT``
     and ``DIAGRAM_ARTIFACT`` (Optuna artifact ids). Where they apply: ``DUPLICATE_OF`` (the
     trial whose results were reused), ``INFEASIBLE`` (why the FLOPs budget ruled it out),
-    ``FAIL_REASON``, ``RETRY_OF`` (the attempt a retry repeats), ``HEARTBEAT`` (journal files),
-    and, for trials a KerasTuner tuner ran, ``KERAS_TUNER_TRIAL`` and ``CONTINUES``.
+    ``FAIL_REASON``, ``RETRY_OF`` (the attempt a retry repeats), ``REPEAT_OF`` (a re-evaluation:
+    the first trial of the architecture it trains again, with another seed), ``HEARTBEAT``
+    (journal files), and, for trials a KerasTuner tuner ran, ``KERAS_TUNER_TRIAL`` and
+    ``CONTINUES``.
     """
 
     ARCHITECTURE: Final = "architecture"
@@ -44,6 +46,7 @@ class TrialAttrs:
     INFEASIBLE: Final = "infeasible"
     FAIL_REASON: Final = "fail_reason"
     RETRY_OF: Final = "retry_of"
+    REPEAT_OF: Final = "repeat_of"
     WORKER: Final = "worker"
     HEARTBEAT: Final = "heartbeat"
     KERAS_TUNER_TRIAL: Final = "keras_tuner_trial"

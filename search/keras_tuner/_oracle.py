@@ -219,7 +219,9 @@ class OptunaOracle(keras_tuner.Oracle):
         if not isinstance(sampler, optuna.samplers.BaseSampler):
             sampler = make_sampler(sampler or "tpe", self._space, self._sampler_seed,
                                    flops_of=self._recorder.costs.flops_of(self._space),
-                                   max_flops=settings.get("max_flops"))
+                                   max_flops=settings.get("max_flops"),
+                                   # KerasTuner decides what it trains: no re-evaluations.
+                                   reevaluate=False)
         study.sampler = sampler
         return study
 

@@ -95,7 +95,7 @@ def test_summary_states_the_conclusion(analysis) -> None:
                                "projection shortcut costs 1.2× the FLOPs for +1.0 pp")
     assert lines[2].startswith("at point 2, max-pool is on 3 of 3 front members")
     text = answer_text(analysis)
-    assert "paired Δacc" in text and lines[0] in text
+    assert "effect vs rest" in text and lines[0] in text
 
 
 @pytest.mark.parametrize(("a", "b", "paired"), [

@@ -81,6 +81,12 @@ def _hostile_files(where: Path) -> None:
 
 
 CASES = {
+    "no-reevaluate with repeats 0": (["search", "--no-reevaluate", "--repeats", "0"],
+                                     "--repeats"),
+    "no-reevaluate with tpe": (["search", "--no-reevaluate", "--sampler", "tpe"],
+                               "--no-reevaluate"),
+    "no-reevaluate with keras-tuner": (["search", "--no-reevaluate", "--engine", "keras-tuner"],
+                                       "--no-reevaluate"),
     "unknown sampler": (["search", "--sampler", "bayes"], "invalid choice: 'bayes'"),
     "malformed storage": (["search", "--storage", "sqlite:/:/x"], "storage"),
     "unknown dialect": (["search", "--storage", "oracle2://u@h/db"], "storage"),

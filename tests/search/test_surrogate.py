@@ -45,6 +45,8 @@ def accuracy_of(params) -> float:
 
 
 def run(space, seed: int, n_trials: int, **options):
+    # A noiseless landscape: a re-evaluation would only repeat a value (tested on its own).
+    options.setdefault("reevaluate", False)
     sampler = ParetoSurrogateSampler(space, flops_of, seed=seed, **options)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
 
@@ -74,8 +76,8 @@ def test_never_reproposes_while_untried_remain():
     assert set(keys[space.size:]) <= set(keys[:space.size])
 
 
-@pytest.mark.parametrize("options", [{}, {"acquisition": "thompson"}, {"pairwise": 1},
-                                     {"pairwise": 2, "pair_scale": 0.5}, {"explore": 0.5},
+@pytest.mark.parametrize("options", [{}, {"acquisition": "thompson"}, {"interactions": False},
+                                     {"explore": 0.5},
                                      {"n_startup_trials": 0, "cheapest_first": False}])
 def test_settings_propose_distinct(options):
     space = small_space()
@@ -104,7 +106,7 @@ def test_fail_duplicate_infeasible_and_running_trials():
     space = SearchSpace(points=2, ops=("max", "conv"), skips=("none", "pool_pad"),
                         widths=(8, 16, 32))
     archs = list(space)
-    sampler = ParetoSurrogateSampler(space, flops_of, seed=0)
+    sampler = ParetoSurrogateSampler(space, flops_of, seed=0, reevaluate=False)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     done = archs[:6]
     for arch in done:
@@ -134,7 +136,7 @@ def test_fail_duplicate_infeasible_and_running_trials():
     assert space.suggest(trial).key == failed.key
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     # A trial still running elsewhere is not proposed while something untried is left.
-    sampler2 = ParetoSurrogateSampler(space, flops_of, seed=0)
+    sampler2 = ParetoSurrogateSampler(space, flops_of, seed=0, reevaluate=False)
     study2 = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler2)
     running = study2.ask()
     busy = space.suggest(running).key
@@ -194,3 +196,72 @@ def test_budget_architectures_over_it_come_last():
     assert all(by_key[k] <= budget for k in keys[:within])
     assert len(set(keys[:within])) == within
     assert all(by_key[k] > budget for k in keys[within:])
+
+
+def _noisy_search(tmp_path, reevaluate: bool, n_trials: int = 40):
+    """A real SQLite study on a noisy landscape (seed scatter as large as the op effects)."""
+    space = small_space()
+    sampler = ParetoSurrogateSampler(space, flops_of, seed=0, reevaluate=reevaluate)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler,
+                                storage=f"sqlite:///{tmp_path / f're{reevaluate}.db'}")
+    rng = np.random.default_rng(0)
+
+    def objective(trial):
+        params = space.params_of(space.suggest(trial))
+        accuracy = accuracy_of(params) + rng.normal(0, 0.02)
+        trial.set_user_attr("accuracies", [accuracy])
+        return accuracy, flops_of(params)
+
+    study.optimize(objective, n_trials=n_trials)
+    return study
+
+
+def test_reevaluation_repeats_trained_architectures_only_when_on(tmp_path):
+    study = _noisy_search(tmp_path, True)
+    repeats = [t for t in study.trials if "repeat_of" in t.user_attrs]
+    assert repeats, "a noisy landscape should make some architecture worth another seed"
+    keys = {t.number: space_key(t) for t in study.trials}
+    for t in repeats:
+        first = t.user_attrs["repeat_of"]
+        assert first < t.number and keys[first] == keys[t.number]
+    off = _noisy_search(tmp_path, False)
+    assert not any("repeat_of" in t.user_attrs for t in off.trials)
+    assert len({space_key(t) for t in off.trials}) == len(off.trials)
+
+
+def space_key(trial) -> str:
+    return small_space().suggest(optuna.trial.FixedTrial(trial.params)).key
+
+
+def test_accuracy_model_learns_noise_and_interactions():
+    from poolnas.search import AccuracyModel, Observations
+
+    space = small_space()
+    rows = [space.params_of(a) for a in space]
+    rng = np.random.default_rng(1)
+
+    def truth(p, interacting):
+        extra = 0.05 if interacting and p["point1_op"] == p["point2_op"] else 0.0
+        return accuracy_of(p) + extra
+
+    for interacting in (False, True):
+        obs = [[truth(p, interacting) + rng.normal(0, 0.01) for _ in range(3)] for p in rows]
+        model = AccuracyModel(space.parameters()).fit(Observations.of(rows, obs))
+        summary = model.summary()
+        assert 0.005 < summary["noise_sd"] < 0.02
+        if interacting:
+            assert summary["pair_sd"] > 0
+        mean, sd = model.predict(model.encode(rows))
+        true = np.array([truth(p, interacting) for p in rows])
+        inside = np.mean(np.abs(mean - true) <= 1.96 * sd)
+        assert inside > 0.8, inside
+
+
+def test_p_front_is_certain_for_clear_points_and_split_for_ties():
+    from poolnas.search import dominance_probabilities
+
+    mean = np.array([0.90, 0.95, 0.95, 0.80])
+    cov = np.diag([1e-8, 1e-4, 1e-4, 1e-8])
+    p = dominance_probabilities(mean, cov, [1.0, 2.0, 2.0, 3.0], draws=4000)
+    assert p[0] == 1.0 and p[3] == 0.0
+    assert abs(p[1] - 0.5) < 0.05 and abs(p[2] - 0.5) < 0.05
