@@ -284,10 +284,25 @@ def test_sigterm_while_a_search_starts_leaves_nothing_behind(tmp_path: Path) -> 
         [sys.executable, "-m", "poolnas.search", "search", "--trials", "1"],
         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    time.sleep(1.0)
+    # As soon as the command catches SIGTERM (it does from its first line; before that, Python
+    # itself is still starting and nothing can be written): TensorFlow is still importing.
+    deadline = time.monotonic() + 60
+    while not _catches(process.pid, signal.SIGTERM):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert err.strip().splitlines() == [
         "poolnas: interrupted; finished trials are saved (run the same command to resume)"]
     assert sorted(p.name for p in work.iterdir()) == []
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (Linux: SigCgt in its status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) >> (signum - 1) & 1)
