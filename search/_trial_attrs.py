@@ -23,7 +23,8 @@ class TrialAttrs:
     and ``DIAGRAM_ARTIFACT`` (Optuna artifact ids). Where they apply: ``DUPLICATE_OF`` (the
     trial whose results were reused), ``INFEASIBLE`` (why the FLOPs budget ruled it out),
     ``FAIL_REASON``, ``RETRY_OF`` (the attempt a retry repeats), ``HEARTBEAT`` (journal files),
-    and, for trials a KerasTuner tuner ran, ``KERAS_TUNER_TRIAL`` and ``CONTINUES``.
+    and, for trials a KerasTuner tuner ran, ``KERAS_TUNER_TRIAL`` and ``CONTINUES``; a
+    general KerasTuner space's trial also ``KERAS_TUNER_VALUES``.
     """
 
     ARCHITECTURE: Final = "architecture"
@@ -44,6 +45,8 @@ class TrialAttrs:
     WORKER: Final = "worker"
     HEARTBEAT: Final = "heartbeat"
     KERAS_TUNER_TRIAL: Final = "keras_tuner_trial"
+    #: A general (not poolnas) KerasTuner space: the trial's KerasTuner values, whole.
+    KERAS_TUNER_VALUES: Final = "keras_tuner_values"
     CONTINUES: Final = "continues"
 
     #: What a duplicate copies from the trial that was trained (its results, not its timings).

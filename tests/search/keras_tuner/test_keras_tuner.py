@@ -161,9 +161,10 @@ def test_oracle_refuses_what_it_cannot_do(tmp_path, digits) -> None:
     with pytest.raises(PoolnasError, match="unknown sampler"):
         OptunaOracle(storage=url, sampler="cmaes")
     with pytest.raises(PoolnasError, match="one validation accuracy to maximize"):
-        OptunaOracle(storage=url, objective="val_loss")
-    with pytest.raises(PoolnasError, match="does not know the search space"):
-        OptunaOracle(storage=url).study  # noqa: B018
+        OptunaOracle(storage=url, objective="val_loss", study_name="loss",  # noqa: B018
+                     hypermodel=tiny_hypermodel(digits)).study
+    with pytest.raises(PoolnasError, match="has no storage"):
+        OptunaOracle().study  # noqa: B018
     other = PoolNASHyperModel(SearchSpace(), digits.input_shape, digits.num_classes)
     oracle = OptunaOracle(storage=url, study_name="s", hypermodel=tiny_hypermodel(digits))
     assert oracle.study.user_attrs[STUDY_ATTR]["space"] == TINY.to_dict()
