@@ -67,7 +67,12 @@ from poolnas.search._storage import StorageHandle, open_storage
 from poolnas.search._trial_attrs import STUDY_ATTR, TrialAttrs
 from poolnas.search.keras_tuner._distributions import VALUES_ATTR, Proposal
 from poolnas.search.keras_tuner._hypermodel import HYPERMODEL_ATTR, PoolNASHyperModel
-from poolnas.search.keras_tuner._live_trials import LiveTrial, RunningCandidate, last_line
+from poolnas.search.keras_tuner._live_trials import (
+    LiveTrial,
+    RunningCandidate,
+    UntriedSampler,
+    last_line,
+)
 from poolnas.spaces import PoolnasError, SearchSpace
 
 if TYPE_CHECKING:
@@ -342,7 +347,19 @@ class OptunaOracle(keras_tuner.Oracle):
                                    self._seed_now(study, self._sampler_seed),
                                    flops_of=self._recorder.costs.flops_of(self._space),
                                    max_flops=settings.get("max_flops"))
-        study.sampler = sampler
+        space = self._space
+
+        def tried(params: dict[str, Any]) -> bool:
+            key = space.architecture(params).key
+            return any(t.user_attrs.get(TrialAttrs.ARCHITECTURE) == key
+                       for t in study.get_trials(deepcopy=False)
+                       if t.state in (optuna.trial.TrialState.COMPLETE,
+                                      optuna.trial.TrialState.RUNNING))
+
+        # A grid visits each point once by itself (and stops the search when done).
+        study.sampler = sampler if isinstance(sampler, optuna.samplers.GridSampler) else (
+            UntriedSampler(sampler, space.parameters(), tried=tried,
+                           seed=self._seed_now(study, self._sampler_seed)))
         return study
 
     def _wanted(self, hypermodel: PoolNASHyperModel) -> dict[str, Any]:

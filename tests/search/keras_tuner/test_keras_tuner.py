@@ -272,3 +272,60 @@ def test_a_reloaded_tuner_project_continues_the_study(tmp_path, digits) -> None:
         kt_trial = again.oracle.trials[trial.user_attrs["keras_tuner_trial"]]
         assert kt_trial.score == pytest.approx(trial.values[0])
     assert len(again.oracle.get_best_trials(None)) >= 1
+
+
+def test_export_retrain_says_which_option_records_the_data(oracle_search, tmp_path,
+                                                          capsys) -> None:
+    _, url, _, _ = oracle_search
+    code = main(["export", "--storage", url, "--study", "kt", "--out", str(tmp_path / "m"),
+                 "--retrain-epochs", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "OptunaOracle(dataset=..., data_options=..., data_seed=...)" in err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_an_oracle_study_with_its_data_retrains_on_export(tmp_path, capsys, digits) -> None:
+    url = f"sqlite:///{tmp_path / 'kt.db'}"
+    # digits is load_dataset("digits", subset=SUBSET): seed 0.
+    oracle = OptunaOracle(max_trials=2, storage=url, study_name="kt", seed=0,
+                          dataset="digits", data_options={"subset": SUBSET}, data_seed=0)
+    tuner = keras_tuner.Tuner(oracle=oracle, hypermodel=tiny_hypermodel(digits),
+                              directory=str(tmp_path), project_name="kt")
+    search(tuner, digits)
+    settings = optuna.load_study(study_name="kt", storage=url).user_attrs[STUDY_ATTR]
+    assert settings["dataset"] == "digits" and settings["seed"] == 0
+    out = tmp_path / "m"
+    code = main(["export", "--storage", url, "--study", "kt", "--out", str(out),
+                 "--retrain-epochs", "1"])
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["retrain_epochs"] == 1
+    assert all(0.0 <= m["test_accuracy"] <= 1.0 for m in manifest["models"])
+
+
+@pytest.mark.slow
+def test_a_resumed_search_proposes_architectures_not_yet_tried(tmp_path, digits) -> None:
+    """Resumed with the same seed and more trials, a seeded sampler does not repeat itself."""
+    space = SearchSpace(points=1, ops=("max", "avg", "conv"), skips=("none", "projection"),
+                        widths=(8, 8))
+    url = f"sqlite:///{tmp_path / 'kt.db'}"
+
+    def run(max_trials: int) -> keras_tuner.Tuner:
+        oracle = OptunaOracle(max_trials=max_trials, storage=url, study_name="kt", seed=3,
+                              sampler="random")
+        hypermodel = PoolNASHyperModel(space, digits.input_shape, digits.num_classes,
+                                       input_scale=digits.input_scale,
+                                       input_offset=digits.input_offset, seed=0)
+        tuner = keras_tuner.Tuner(oracle=oracle, hypermodel=hypermodel, directory=str(tmp_path),
+                                  project_name="kt", overwrite=False)
+        search(tuner, digits)
+        return tuner
+
+    run(2)
+    run(4)
+    trials = optuna.load_study(study_name="kt", storage=url).get_trials()
+    assert len(trials) == 4
+    assert not [t.number for t in trials if "duplicate_of" in t.user_attrs]
+    assert len({t.user_attrs["architecture"] for t in trials}) == 4
