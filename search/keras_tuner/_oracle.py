@@ -97,8 +97,8 @@ class OptunaOracle(keras_tuner.Oracle):
     """A ``keras_tuner.Oracle`` whose proposals and results live in an Optuna study.
 
     Drop it in wherever ``RandomSearchOracle`` is used: the first eight arguments are
-    KerasTuner's, in KerasTuner's order and with its meaning. ``max_trials`` counts this
-    tuner's trials.
+    ``RandomSearchOracle``'s, in its order, with its defaults and meaning. ``max_trials``
+    counts this tuner's trials.
 
     :meth:`get_best_trials` and with it the tuner's ``get_best_models``,
     ``get_best_hyperparameters`` and ``results_summary`` rank trials by Pareto fronts (with one
@@ -111,10 +111,10 @@ class OptunaOracle(keras_tuner.Oracle):
             validation accuracy to maximize (FLOPs is the study's second objective); None
             there means ``val_accuracy``.
         max_trials: Trials this tuner runs (None: no limit).
+        seed: Seeds the sampler (and KerasTuner's random fallback).
         hyperparameters: KerasTuner's: a ``HyperParameters`` that overrides or declares entries.
         allow_new_entries: KerasTuner's: whether the hypermodel may add entries.
         tune_new_entries: KerasTuner's: whether added entries are tuned (else their default).
-        seed: Seeds the sampler (and KerasTuner's random fallback).
         max_retries_per_trial: KerasTuner's retries of a trial that crashed or was killed.
         max_consecutive_failed_trials: KerasTuner's limit of failed trials in a row.
         storage: An Optuna storage URL (SQLite, PostgreSQL, MySQL) or a journal file
@@ -145,11 +145,11 @@ class OptunaOracle(keras_tuner.Oracle):
     def __init__(
         self,
         objective: Any = None,
-        max_trials: int | None = None,
+        max_trials: int | None = 10,
+        seed: int | None = None,
         hyperparameters: keras_tuner.HyperParameters | None = None,
         allow_new_entries: bool = True,
         tune_new_entries: bool = True,
-        seed: int | None = None,
         max_retries_per_trial: int = 0,
         max_consecutive_failed_trials: int = 3,
         *,

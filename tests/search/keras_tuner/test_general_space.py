@@ -232,7 +232,8 @@ def test_kerastuner_arguments_and_refusals(tmp_path) -> None:
     hps = keras_tuner.HyperParameters()
     hps.Int("units", 1, 2)
     # RandomSearchOracle's arguments, positionally, in its order.
-    oracle = OptunaOracle("val_loss", None, hps, False, False, 3, 1, 2)
+    oracle = OptunaOracle("val_loss", None, 3, hps, False, False, 1, 2)
+    assert OptunaOracle().max_trials == 10  # RandomSearchOracle's default
     assert oracle.max_trials is None and oracle.seed == 3 and not oracle.allow_new_entries
     assert oracle.max_retries_per_trial == 1 and oracle.max_consecutive_failed_trials == 2
     with pytest.raises(ValueError, match="tune_new_entries"):

@@ -1,6 +1,8 @@
 # Adapted copy of KerasTuner's keras_tuner/conftest.py (its seed fixture), from
 # https://github.com/keras-team/keras-tuner at commit 417e5b5e8df924d428a3c64007f3ed47bd4c7026.
-# Changed for poolnas: the import of KerasTuner's backend module points to keras_tuner.src.
+# Changed for poolnas: the import of KerasTuner's backend module points to keras_tuner.src;
+# and the tests run TensorFlow functions eagerly (their models are a few units on 64 rows,
+# where tracing each new model's tf.function costs more than it saves).
 # Licensed under the Apache License, Version 2.0 (the upstream notice follows).
 # Copyright 2019 The KerasTuner Authors
 #
@@ -20,6 +22,15 @@ import pytest
 
 from keras_tuner.src.backend import config
 from keras_tuner.src.backend import keras
+
+
+@pytest.fixture(autouse=True, scope="module")
+def run_eagerly():  # poolnas: speed only
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+    yield
+    tf.config.run_functions_eagerly(False)
 
 
 @pytest.fixture(autouse=True)
