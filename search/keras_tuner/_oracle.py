@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras_tuner
@@ -515,7 +516,7 @@ class OptunaOracle(keras_tuner.Oracle):
             super().score_trial(trial)
             values = [trial.score]
         else:
-            values = [trial.metrics.get_best_value(o.name) for o in self.objectives]
+            values = [_best_value(trial, o) for o in self.objectives]
             if trial.metrics.exists(self.objective.name):
                 super().score_trial(trial)
             else:
@@ -739,7 +740,7 @@ class OptunaOracle(keras_tuner.Oracle):
         return model
 
 
-def _dominates(a, b, directions) -> bool:
+def _dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
     """Whether objective vector ``a`` dominates ``b`` (``directions``: "max"/"min" each)."""
     signs = [-1.0 if d == "max" else 1.0 for d in directions]
     ca = [s * x for s, x in zip(signs, a, strict=True)]
@@ -785,3 +786,16 @@ class OptunaSearch(keras_tuner.Tuner):
             study_name=study_name, sampler=sampler,
         )
         super().__init__(oracle, hypermodel, **kwargs)
+
+
+def _best_value(trial: Trial, objective: keras_tuner.Objective) -> float | None:
+    """A trial's best value of one objective, in the objective's direction (KerasTuner
+    registers the metrics of a list of objectives with no direction)."""
+    if not trial.metrics.exists(objective.name):
+        raise ValueError(
+            f"Objective value missing in metrics reported to the Oracle: {objective.name!r}")
+    means = [float(obs.mean()) for obs in trial.metrics.get_history(objective.name)]
+    means = [m for m in means if not math.isnan(m)]
+    if not means:
+        return None
+    return max(means) if objective.direction == "max" else min(means)
