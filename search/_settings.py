@@ -229,6 +229,12 @@ def open_study(storage: str, study: str, *, artifacts: str | None = None,
     handle = open_storage(storage, create=False, artifacts=artifacts)
     loaded = load_study(handle, study)
     if STUDY_ATTR not in loaded.user_attrs:
+        if str(loaded.user_attrs.get("engine", "")).startswith("keras-tuner:optuna-oracle"):
+            raise PoolnasError(
+                f"study {study!r} in {handle.display_url} is a KerasTuner search of a general "
+                "space (not poolnas architectures): read it with optuna-dashboard or the "
+                "tuner's get_best_trials/results_summary"
+            )
         raise PoolnasError(f"study {study!r} in {handle.display_url} was not created by poolnas")
     recorded = loaded.user_attrs[STUDY_ATTR].get("artifacts")
     if handle.artifact_dir is None and isinstance(recorded, str) and os.path.isdir(recorded):

@@ -22,6 +22,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from poolnas.search import OptunaOracle, OptunaSearch
+from poolnas.search._cli import main
 from poolnas.search._pareto import rank_by_fronts
 from poolnas.search.keras_tuner._distributions import distribution_of
 from poolnas.spaces import PoolnasError
@@ -192,6 +193,11 @@ def test_best_so_far_includes_the_trial_just_ended(tmp_path, capsys) -> None:
     assert [t.values[0] for t in study.trials] == [
         tuner.oracle.trials[t.user_attrs["keras_tuner_trial"]].score for t in study.trials]
     assert isinstance(study.sampler, optuna.samplers.TPESampler)
+    # poolnas' own commands read architecture studies; they say what reads this one.
+    capsys.readouterr()
+    url = f"sqlite:///{tmp_path / 'p' / 'optuna.db'}"
+    assert main(["front", "--storage", url, "--study", "p"]) == 2
+    assert "read it with optuna-dashboard" in capsys.readouterr().err
 
 
 def test_a_finite_space_stops_when_every_configuration_was_tried(tmp_path) -> None:
