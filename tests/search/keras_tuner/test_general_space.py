@@ -5,6 +5,7 @@ SIGKILL in the middle of a trial.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -240,6 +241,14 @@ def test_kerastuner_arguments_and_refusals(tmp_path) -> None:
     # RandomSearchOracle's arguments, positionally, in its order.
     oracle = OptunaOracle("val_loss", None, 3, hps, False, False, 1, 2)
     assert OptunaOracle().max_trials == 10  # RandomSearchOracle's default
+    theirs = inspect.signature(keras_tuner.oracles.RandomSearchOracle).parameters
+    ours = list(inspect.signature(OptunaOracle).parameters.values())[:len(theirs)]
+    assert [(p.name, p.default) for p in ours] == [(p.name, p.default)
+                                                   for p in theirs.values()]
+    theirs = inspect.signature(keras_tuner.RandomSearch).parameters
+    ours = list(inspect.signature(OptunaSearch).parameters.values())[:len(theirs) - 1]
+    assert [(p.name, p.default) for p in ours] == [(p.name, p.default)
+                                                   for p in list(theirs.values())[:-1]]
     assert oracle.max_trials is None and oracle.seed == 3 and not oracle.allow_new_entries
     assert oracle.max_retries_per_trial == 1 and oracle.max_consecutive_failed_trials == 2
     with pytest.raises(ValueError, match="tune_new_entries"):
