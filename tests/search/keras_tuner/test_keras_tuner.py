@@ -329,3 +329,79 @@ def test_a_resumed_search_proposes_architectures_not_yet_tried(tmp_path, digits)
     assert len(trials) == 4
     assert not [t.number for t in trials if "duplicate_of" in t.user_attrs]
     assert len({t.user_attrs["architecture"] for t in trials}) == 4
+
+
+#: A KerasTuner search of a poolnas space, run in its own process (killed by the test).
+_POOLNAS_PROGRAM = '''
+import os, sys, time
+import keras, keras_tuner
+from poolnas.evaluators import load_dataset
+from poolnas.search import OptunaOracle, PoolNASHyperModel
+from poolnas.spaces import SearchSpace
+
+started = []
+
+class HangOnce(keras.callbacks.Callback):
+    """Hangs in the second trial (KerasTuner saves its tuner after the first) until killed."""
+
+    def on_train_begin(self, logs=None):
+        started.append(1)
+        if os.environ.get("MARKER") and len(started) == 2:
+            open(os.environ["MARKER"], "w").close()
+            time.sleep(600)
+
+data = load_dataset("digits", subset=256)
+space = SearchSpace(points=1, ops=("max", "avg", "conv"), skips=("none",), widths=(8, 16))
+hypermodel = PoolNASHyperModel(space, data.input_shape, data.num_classes,
+                               input_scale=data.input_scale, input_offset=data.input_offset,
+                               seed=0)
+oracle = OptunaOracle(max_trials=int(sys.argv[2]), storage=sys.argv[3], study_name="kt",
+                      seed=0, max_retries_per_trial=1)
+tuner = keras_tuner.Tuner(oracle=oracle, hypermodel=hypermodel, directory=sys.argv[1],
+                          project_name="kt", overwrite=False)
+tuner.search(data.train_dataset(128, seed=0), validation_data=data.val_dataset(128), epochs=1,
+             verbose=0, callbacks=[HangOnce()])
+'''
+
+
+@pytest.mark.slow
+def test_a_killed_poolnas_trial_is_failed_and_retried(tmp_path, capsys) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    program = tmp_path / "search.py"
+    program.write_text(_POOLNAS_PROGRAM)
+    url = f"sqlite:///{tmp_path / 'kt.db'}"
+    marker = tmp_path / "hanging"
+
+    def start(max_trials: int, **env: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(program), str(tmp_path), str(max_trials),
+                                 url], env={**os.environ, **env}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    first = start(2, MARKER=str(marker))
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert first.poll() is None, first.communicate()[0][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    second = start(3)
+    out, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out[-3000:]
+    trials = optuna.load_study(study_name="kt", storage=url).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    killed, retry = trials[1], trials[2]
+    assert "killed" in killed.user_attrs["fail_reason"]
+    assert retry.user_attrs["retry_of"] == killed.number
+    assert retry.user_attrs["keras_tuner_trial"] == killed.user_attrs["keras_tuner_trial"]
+    assert retry.user_attrs["architecture"] == killed.user_attrs["architecture"]
+    assert "model_artifact" in retry.user_attrs
+    # Three different architectures: the resumed run tried a new one.
+    assert len({trials[i].user_attrs["architecture"] for i in (0, 2, 3)}) == 3
+    assert main(["front", "--storage", url, "--study", "kt", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)
