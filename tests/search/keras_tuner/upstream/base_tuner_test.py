@@ -1,7 +1,8 @@
 # Adapted copy of KerasTuner's keras_tuner/engine/base_tuner_test.py
 # from https://github.com/keras-team/keras-tuner at commit 417e5b5e8df924d428a3c64007f3ed47bd4c7026
-# (v1.4.7 plus a CI-only change; the newest commit of the upstream repository, and the test
-# files KerasTuner 1.4.8, the version this project installs, was released with).
+# (v1.4.7 plus a CI-only change, the newest commit of the snapshot of the upstream repository
+# available when this copy was made; it had no v1.4.8 tag. They run against the installed
+# KerasTuner 1.4.8.)
 # Licensed under the Apache License, Version 2.0 (the upstream notice follows).
 #
 # Changed for poolnas (everything else is upstream's, byte for byte):
