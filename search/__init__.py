@@ -100,6 +100,7 @@ if TYPE_CHECKING:
         TUNERS,
         KerasTunerRunner,
         OptunaOracle,
+        OptunaSearch,
         PoolNASHyperModel,
     )
 
@@ -123,6 +124,7 @@ __all__ = [
     "MAX_CANDIDATES",
     "METRIC_NAMES",
     "OptunaOracle",
+    "OptunaSearch",
     "ParetoSurrogateSampler",
     "PoolNASHyperModel",
     "Retrained",
@@ -170,7 +172,8 @@ __all__ = [
     "write_file_atomically",
 ]
 
-_KERAS_TUNER_NAMES = ("TUNERS", "KerasTunerRunner", "OptunaOracle", "PoolNASHyperModel")
+_KERAS_TUNER_NAMES = ("TUNERS", "KerasTunerRunner", "OptunaOracle", "OptunaSearch",
+                      "PoolNASHyperModel")
 
 
 def __getattr__(name: str):

@@ -135,3 +135,56 @@ def hypervolume(points: Iterable[Sequence[float]], *, reference_flops: float) ->
             area += x * (y - covered_height)
             covered_height = y
     return min(area, 1.0)
+
+
+def rank_by_fronts(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Indices of ``points`` best first: NSGA-II's order for any number of objectives.
+
+    The first Pareto front comes first, then the front of what remains, and so on
+    (non-dominated sorting); within a front, points with the larger crowding distance come
+    first (the ends of a front, whose distance is infinite, before its inside), then the better
+    first objective, then the lower index. With one objective this is sorting by it.
+
+    Args:
+        points: One objective vector per candidate.
+        directions: ``"max"`` or ``"min"`` (or ``"maximize"``/``"minimize"``) per objective.
+
+    Returns:
+        A permutation of ``range(len(points))``.
+    """
+    signs = [-1.0 if str(d).lower().startswith("max") else 1.0 for d in directions]
+    # Minimized copies: a dominates b when no worse in all objectives and better in one.
+    costs = [[s * float(v) for s, v in zip(signs, p, strict=True)] for p in points]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+    remaining = list(range(len(costs)))
+    order: list[int] = []
+    while remaining:
+        front = [i for i in remaining
+                 if not any(dominates(costs[j], costs[i]) for j in remaining if j != i)]
+        crowding = _crowding_distance([costs[i] for i in front])
+        front_order = sorted(range(len(front)),
+                             key=lambda k: (-crowding[k], costs[front[k]][0], front[k]))
+        order.extend(front[k] for k in front_order)
+        chosen = set(front)
+        remaining = [i for i in remaining if i not in chosen]
+    return order
+
+
+def _crowding_distance(costs: list[list[float]]) -> list[float]:
+    """NSGA-II's crowding distance of each point of one front (ends: infinity)."""
+    n = len(costs)
+    distance = [0.0] * n
+    if n <= 2:
+        return [math.inf] * n
+    for m in range(len(costs[0])):
+        order = sorted(range(n), key=lambda i: costs[i][m])
+        low, high = costs[order[0]][m], costs[order[-1]][m]
+        distance[order[0]] = distance[order[-1]] = math.inf
+        if high == low:
+            continue
+        for k in range(1, n - 1):
+            distance[order[k]] += (costs[order[k + 1]][m] - costs[order[k - 1]][m]) / (high - low)
+    return distance

@@ -101,6 +101,16 @@ def study_data(study: optuna.Study) -> Dataset:
             since the search (other image shape, classes or scaling).
     """
     settings = study.user_attrs[STUDY_ATTR]
+    if "seed" not in settings and str(settings.get("engine", "")).startswith(
+        "keras-tuner:optuna-oracle"
+    ):
+        raise PoolnasError(
+            f"study {study.study_name!r} was searched by a KerasTuner tuner with OptunaOracle on "
+            "data poolnas did not load, so export cannot rebuild its split to retrain; search "
+            "with OptunaOracle(dataset=..., data_options=..., data_seed=...) naming data that "
+            "poolnas.evaluators.load_dataset loads (the split the tuner was given), or export "
+            "without --retrain-epochs"
+        )
     if "seed" not in settings:
         raise PoolnasError(
             f"study {study.study_name!r} does not record the seed of its data split (it was made "
@@ -161,7 +171,9 @@ def retrain_trials(
         raise PoolnasError(f"--retrain-epochs must be a positive whole number, got {epochs!r}")
     settings = study.user_attrs[STUDY_ATTR]
     data = study_data(study)
-    budget = Budget(**{**settings["budget"], "epochs": epochs, "repeats": 1})
+    # A KerasTuner study leaves the training to the tuner's search() arguments: poolnas'
+    # default training, for the epochs asked.
+    budget = Budget(**{**(settings["budget"] or {}), "epochs": epochs, "repeats": 1})
     seed = int(settings["seed"])
     done: dict[int, Retrained] = {}
     by_key: dict[str, Retrained] = {}

@@ -193,6 +193,44 @@ def stored_settings(handle: StorageHandle, name: str) -> dict[str, Any] | None:
     return None
 
 
+def create_or_resume_general(handle: StorageHandle, name: str, *, directions: Sequence[str],
+                             metric_names: Sequence[str],
+                             attrs: Mapping[str, Any]) -> optuna.Study:
+    """Resume or create a plain Optuna study (a general KerasTuner search, not a poolnas one).
+
+    Args:
+        handle: The opened storage.
+        name: The study name.
+        directions: ``"maximize"``/``"minimize"`` per objective.
+        metric_names: The objectives' names.
+        attrs: Study user attrs set when missing (what made the study).
+
+    Raises:
+        PoolnasError: The study is a poolnas architecture study, or has other objectives.
+    """
+    study = optuna.create_study(study_name=name, storage=handle.optuna_storage,
+                                directions=list(directions), load_if_exists=True)
+    if STUDY_ATTR in study.user_attrs:
+        raise PoolnasError(
+            f"study {name!r} in {handle.display_url} is a poolnas architecture study; search a "
+            "PoolNASHyperModel in it, or use another study_name for this KerasTuner space"
+        )
+    stored = [d.name.lower() for d in study.directions]
+    names = study.metric_names
+    if stored != list(directions) or (names is not None and list(names) != list(metric_names)):
+        raise PoolnasError(
+            f"study {name!r} in {handle.display_url} has the objectives "
+            f"{names or stored}, not {list(metric_names)} ({list(directions)}); use another "
+            "study_name or the study's objectives"
+        )
+    if names is None:
+        study.set_metric_names(list(metric_names))
+    for key, value in attrs.items():
+        if key not in study.user_attrs:
+            study.set_user_attr(key, as_json(value))
+    return study
+
+
 def settings_of(study: optuna.Study) -> dict[str, Any]:
     """The settings stored with a poolnas study."""
     return study.user_attrs[STUDY_ATTR]
@@ -241,6 +279,12 @@ def open_study(storage: str, study: str, *, artifacts: str | None = None,
     handle = open_storage(storage, create=False, artifacts=artifacts)
     loaded = load_study(handle, study)
     if STUDY_ATTR not in loaded.user_attrs:
+        if str(loaded.user_attrs.get("engine", "")).startswith("keras-tuner:optuna-oracle"):
+            raise PoolnasError(
+                f"study {study!r} in {handle.display_url} is a KerasTuner search of a general "
+                "space (not poolnas architectures): read it with optuna-dashboard or the "
+                "tuner's get_best_trials/results_summary"
+            )
         raise PoolnasError(f"study {study!r} in {handle.display_url} was not created by poolnas")
     if artifacts is not None:
         _check_holds_models(loaded, Path(artifacts))

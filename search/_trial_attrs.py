@@ -26,7 +26,7 @@ class TrialAttrs:
     ``FAIL_REASON``, ``RETRY_OF`` (the attempt a retry repeats), ``REPEAT_OF`` (a re-evaluation:
     the first trial of the architecture it trains again, with another seed), ``HEARTBEAT``
     (journal files), and, for trials a KerasTuner tuner ran, ``KERAS_TUNER_TRIAL`` and
-    ``CONTINUES``.
+    ``CONTINUES``; a general KerasTuner space's trial also ``KERAS_TUNER_VALUES``.
     """
 
     ARCHITECTURE: Final = "architecture"
@@ -50,6 +50,8 @@ class TrialAttrs:
     WORKER: Final = "worker"
     HEARTBEAT: Final = "heartbeat"
     KERAS_TUNER_TRIAL: Final = "keras_tuner_trial"
+    #: A general (not poolnas) KerasTuner space: the trial's KerasTuner values, whole.
+    KERAS_TUNER_VALUES: Final = "keras_tuner_values"
     CONTINUES: Final = "continues"
 
     #: What a duplicate copies from the trial that was trained (its results, not its timings).

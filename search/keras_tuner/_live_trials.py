@@ -12,13 +12,16 @@ told when KerasTuner ends it; what it records in between is the
 - :class:`RunningCandidate` is a KerasTuner trial's live Optuna trial and the recorder's
   :class:`~poolnas.search.Candidate` while it runs.
 - :class:`FixedSampler` makes a trial take the values that KerasTuner chose.
+- :class:`UntriedSampler` wraps a sampler so that a proposal is an architecture the study has
+  not tried, while there is one (a resumed search explores instead of repeating itself).
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +66,70 @@ class FixedSampler(optuna.samplers.BaseSampler):
     def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                            param_name: str, param_distribution: BaseDistribution) -> Any:
         return self.params[param_name]
+
+
+class UntriedSampler(optuna.samplers.BaseSampler):
+    """Proposes, through ``inner``, a configuration that ``tried`` says is new.
+
+    All the parameters of a static categorical space are drawn at once (relative sampling):
+    ``inner``'s own relative proposal completed by its independent draws, drawn again while
+    ``tried`` says the configuration was tried (at most ``attempts`` times), then a random
+    untried configuration (at most ``attempts`` random picks); when none is found the last
+    proposal stands (it is a duplicate, which the recorder completes without training).
+
+    Args:
+        inner: The sampler that proposes.
+        space: Parameter name → its values.
+        tried: Whether a configuration (name → value) was tried already.
+        seed: Seeds the random untried picks.
+        attempts: How many draws of each kind.
+    """
+
+    def __init__(self, inner: optuna.samplers.BaseSampler, space: Mapping[str, tuple], *,
+                 tried: Callable[[dict[str, Any]], bool], seed: int | None = None,
+                 attempts: int = 10) -> None:
+        self.inner = inner
+        self.space = {name: tuple(values) for name, values in space.items()}
+        self.tried = tried
+        self.attempts = attempts
+        self._rng = random.Random(seed)
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        return {name: optuna.distributions.CategoricalDistribution(list(values))
+                for name, values in self.space.items()}
+
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        inner_space = self.inner.infer_relative_search_space(study, trial)
+        params: dict[str, Any] = {}
+        for _ in range(self.attempts):
+            params = dict(self.inner.sample_relative(study, trial, inner_space)
+                          if inner_space else {})
+            for name, distribution in search_space.items():
+                if name not in params:
+                    params[name] = self.inner.sample_independent(study, trial, name,
+                                                                  distribution)
+            if not self.tried(params):
+                return params
+        for _ in range(self.attempts):
+            pick = {name: self._rng.choice(values) for name, values in self.space.items()}
+            if not self.tried(pick):
+                return pick
+        return params
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                           param_name: str, param_distribution: BaseDistribution) -> Any:
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.inner.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                    state: optuna.trial.TrialState, values: Any) -> None:
+        self.inner.after_trial(study, trial, state, values)
 
 
 class LiveTrial:

@@ -286,3 +286,18 @@ def test_hypervolume_of_front_equals_hypervolume_of_all_feasible(specs: list) ->
     assert hypervolume(front, reference_flops=reference) == pytest.approx(
         hypervolume(feasible, reference_flops=reference), abs=1e-12
     )
+
+
+def test_rank_by_fronts_orders_fronts_then_crowding() -> None:
+    from poolnas.search._pareto import rank_by_fronts
+
+    # (accuracy up, flops down). Front 1: 0, 1, 2, 3; front 2: 4, 5; front 3: 6.
+    points = [(0.9, 40), (0.8, 30), (0.7, 20), (0.85, 39), (0.8, 35), (0.6, 25), (0.5, 50)]
+    order = rank_by_fronts(points, ["max", "min"])
+    assert set(order[:4]) == {0, 1, 2, 3} and set(order[4:6]) == {4, 5} and order[6] == 6
+    # Within the first front the ends (infinite crowding distance) come first, then the
+    # point with more room around it: 1 (between 3 and 2) before 3 (close to 0).
+    assert order[:2] == [0, 2] and order[2:4] == [1, 3]  # ends: the better first objective
+    # One objective: sorting by it, ties by index.
+    assert rank_by_fronts([(3.0,), (1.0,), (2.0,), (1.0,)], ["min"]) == [1, 3, 2, 0]
+    assert rank_by_fronts([], ["min", "max"]) == []

@@ -161,9 +161,10 @@ def test_oracle_refuses_what_it_cannot_do(tmp_path, digits) -> None:
     with pytest.raises(PoolnasError, match="unknown sampler"):
         OptunaOracle(storage=url, sampler="cmaes")
     with pytest.raises(PoolnasError, match="one validation accuracy to maximize"):
-        OptunaOracle(storage=url, objective="val_loss")
-    with pytest.raises(PoolnasError, match="does not know the search space"):
-        OptunaOracle(storage=url).study  # noqa: B018
+        OptunaOracle(storage=url, objective="val_loss", study_name="loss",  # noqa: B018
+                     hypermodel=tiny_hypermodel(digits)).study
+    with pytest.raises(PoolnasError, match="has no storage"):
+        OptunaOracle().study  # noqa: B018
     other = PoolNASHyperModel(SearchSpace(), digits.input_shape, digits.num_classes)
     oracle = OptunaOracle(storage=url, study_name="s", hypermodel=tiny_hypermodel(digits))
     assert oracle.study.user_attrs[STUDY_ATTR]["space"] == TINY.to_dict()
@@ -271,3 +272,136 @@ def test_a_reloaded_tuner_project_continues_the_study(tmp_path, digits) -> None:
         kt_trial = again.oracle.trials[trial.user_attrs["keras_tuner_trial"]]
         assert kt_trial.score == pytest.approx(trial.values[0])
     assert len(again.oracle.get_best_trials(None)) >= 1
+
+
+def test_export_retrain_says_which_option_records_the_data(oracle_search, tmp_path,
+                                                          capsys) -> None:
+    _, url, _, _ = oracle_search
+    code = main(["export", "--storage", url, "--study", "kt", "--out", str(tmp_path / "m"),
+                 "--retrain-epochs", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "OptunaOracle(dataset=..., data_options=..., data_seed=...)" in err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_an_oracle_study_with_its_data_retrains_on_export(tmp_path, capsys, digits) -> None:
+    url = f"sqlite:///{tmp_path / 'kt.db'}"
+    # digits is load_dataset("digits", subset=SUBSET): seed 0.
+    oracle = OptunaOracle(max_trials=2, storage=url, study_name="kt", seed=0,
+                          dataset="digits", data_options={"subset": SUBSET}, data_seed=0)
+    tuner = keras_tuner.Tuner(oracle=oracle, hypermodel=tiny_hypermodel(digits),
+                              directory=str(tmp_path), project_name="kt")
+    search(tuner, digits)
+    settings = optuna.load_study(study_name="kt", storage=url).user_attrs[STUDY_ATTR]
+    assert settings["dataset"] == "digits" and settings["seed"] == 0
+    out = tmp_path / "m"
+    code = main(["export", "--storage", url, "--study", "kt", "--out", str(out),
+                 "--retrain-epochs", "1"])
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["retrain_epochs"] == 1
+    assert all(0.0 <= m["test_accuracy"] <= 1.0 for m in manifest["models"])
+
+
+@pytest.mark.slow
+def test_a_resumed_search_proposes_architectures_not_yet_tried(tmp_path, digits) -> None:
+    """Resumed with the same seed and more trials, a seeded sampler does not repeat itself."""
+    space = SearchSpace(points=1, ops=("max", "avg", "conv"), skips=("none", "projection"),
+                        widths=(8, 8))
+    url = f"sqlite:///{tmp_path / 'kt.db'}"
+
+    def run(max_trials: int) -> keras_tuner.Tuner:
+        oracle = OptunaOracle(max_trials=max_trials, storage=url, study_name="kt", seed=3,
+                              sampler="random")
+        hypermodel = PoolNASHyperModel(space, digits.input_shape, digits.num_classes,
+                                       input_scale=digits.input_scale,
+                                       input_offset=digits.input_offset, seed=0)
+        tuner = keras_tuner.Tuner(oracle=oracle, hypermodel=hypermodel, directory=str(tmp_path),
+                                  project_name="kt", overwrite=False)
+        search(tuner, digits)
+        return tuner
+
+    run(2)
+    run(4)
+    trials = optuna.load_study(study_name="kt", storage=url).get_trials()
+    assert len(trials) == 4
+    assert not [t.number for t in trials if "duplicate_of" in t.user_attrs]
+    assert len({t.user_attrs["architecture"] for t in trials}) == 4
+
+
+#: A KerasTuner search of a poolnas space, run in its own process (killed by the test).
+_POOLNAS_PROGRAM = '''
+import os, sys, time
+import keras, keras_tuner
+from poolnas.evaluators import load_dataset
+from poolnas.search import OptunaOracle, PoolNASHyperModel
+from poolnas.spaces import SearchSpace
+
+started = []
+
+class HangOnce(keras.callbacks.Callback):
+    """Hangs in the second trial (KerasTuner saves its tuner after the first) until killed."""
+
+    def on_train_begin(self, logs=None):
+        started.append(1)
+        if os.environ.get("MARKER") and len(started) == 2:
+            open(os.environ["MARKER"], "w").close()
+            time.sleep(600)
+
+data = load_dataset("digits", subset=256)
+space = SearchSpace(points=1, ops=("max", "avg", "conv"), skips=("none",), widths=(8, 16))
+hypermodel = PoolNASHyperModel(space, data.input_shape, data.num_classes,
+                               input_scale=data.input_scale, input_offset=data.input_offset,
+                               seed=0)
+oracle = OptunaOracle(max_trials=int(sys.argv[2]), storage=sys.argv[3], study_name="kt",
+                      seed=0, max_retries_per_trial=1)
+tuner = keras_tuner.Tuner(oracle=oracle, hypermodel=hypermodel, directory=sys.argv[1],
+                          project_name="kt", overwrite=False)
+tuner.search(data.train_dataset(128, seed=0), validation_data=data.val_dataset(128), epochs=1,
+             verbose=0, callbacks=[HangOnce()])
+'''
+
+
+@pytest.mark.slow
+def test_a_killed_poolnas_trial_is_failed_and_retried(tmp_path, capsys) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    program = tmp_path / "search.py"
+    program.write_text(_POOLNAS_PROGRAM)
+    url = f"sqlite:///{tmp_path / 'kt.db'}"
+    marker = tmp_path / "hanging"
+
+    def start(max_trials: int, **env: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(program), str(tmp_path), str(max_trials),
+                                 url], env={**os.environ, **env}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    first = start(2, MARKER=str(marker))
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert first.poll() is None, first.communicate()[0][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    second = start(3)
+    out, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out[-3000:]
+    trials = optuna.load_study(study_name="kt", storage=url).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    killed, retry = trials[1], trials[2]
+    assert "killed" in killed.user_attrs["fail_reason"]
+    assert retry.user_attrs["retry_of"] == killed.number
+    assert retry.user_attrs["keras_tuner_trial"] == killed.user_attrs["keras_tuner_trial"]
+    assert retry.user_attrs["architecture"] == killed.user_attrs["architecture"]
+    assert "model_artifact" in retry.user_attrs
+    # Three different architectures: the resumed run tried a new one.
+    assert len({trials[i].user_attrs["architecture"] for i in (0, 2, 3)}) == 3
+    assert main(["front", "--storage", url, "--study", "kt", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)
