@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial
 from poolnas.search._pareto import pareto_front
 from poolnas.search._reclaim import POLL_SECONDS
 from poolnas.search._runner import SearchRunner
-from poolnas.search._signals import GracefulStop, quiet_interrupted_trials
+from poolnas.search._signals import handling_signals, quiet_interrupted_trials
 from poolnas.spaces import PoolnasError
 
 if TYPE_CHECKING:
@@ -138,19 +138,12 @@ class WorkerPool:
     def forward_signals(self) -> Iterator[None]:
         """While inside, SIGINT and SIGTERM to this process are sent on to the children (a
         :class:`GracefulStop` installed inside chains to this)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
 
         def forward(signum: int, frame: Any) -> None:
             self.signal(signum)
 
-        previous = {s: signal.signal(s, forward) for s in GracefulStop.SIGNALS}
-        try:
+        with handling_signals(forward):
             yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
     def wait(self) -> list[int]:
         """Wait for every child; their exit codes (negative: killed by that signal)."""

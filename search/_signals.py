@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -82,19 +82,25 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def interrupt_on_signals() -> Iterator[None]:
-    """While inside, SIGINT and SIGTERM raise :class:`KeyboardInterrupt` (SIGTERM would kill
-    the process without a word): for the whole of a command, so that its first seconds, before
-    a :class:`GracefulStop` takes over (which does not chain to this handler), are covered."""
+def handling_signals(handler: Callable[[int, Any], Any]) -> Iterator[None]:
+    """While inside, ``handler`` handles SIGINT and SIGTERM; the handlers before come back
+    after. Only the main thread can install handlers: elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signum: signal.signal(signum, _interrupt) for signum in GracefulStop.SIGNALS}
+    previous = {signum: signal.signal(signum, handler) for signum in GracefulStop.SIGNALS}
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        for signum, before in previous.items():
+            signal.signal(signum, before if before is not None else signal.SIG_DFL)
+
+
+def interrupt_on_signals() -> contextlib.AbstractContextManager[None]:
+    """While inside, SIGINT and SIGTERM raise :class:`KeyboardInterrupt` (SIGTERM would kill
+    the process without a word): for the whole of a command, so that its first seconds, before
+    a :class:`GracefulStop` takes over (which does not chain to this handler), are covered."""
+    return handling_signals(_interrupt)
 
 
 class _QuietInterrupts(logging.Filter):

@@ -123,6 +123,8 @@ CASES = {
                                  "was not created by poolnas"),
     "server without artifacts": (["search", "--storage", "postgresql+psycopg://u@127.0.0.1:9/db"],
                                  "pass --artifacts DIR"),
+    # An unknown database is named as such, not taken for a server that needs --artifacts.
+    "bogus scheme": (["search", "--storage", "bogus://x"], "unknown database 'bogus'"),
     # Space files: parsed (never evaluated) and checked.
     "unknown space key": (["search", "--space", "{w}/unknown_key.toml"], "unknown key(s) 'colour'"),
     "wrong space type": (["search", "--space", "{w}/wrong_type.json"], "points must be an integer"),

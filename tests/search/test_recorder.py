@@ -100,3 +100,25 @@ def test_a_resume_with_other_settings_names_what_differs(tmp_path: Path) -> None
     with pytest.raises(PoolnasError, match="not created by poolnas"):
         create_or_resume(handle, "plain", SETTINGS)
     handle.close()
+
+
+def test_the_progress_count_is_the_trials_place_so_workers_never_print_it_twice(
+        tmp_path: Path) -> None:
+    from poolnas.search import SearchConfig, SearchRunner
+
+    reports = []
+    config = SearchConfig(storage=f"sqlite:///{tmp_path / 'p.db'}", study="p", space=SPACE,
+                          trials=5)
+    runner = SearchRunner(config, report=reports.append)
+    study = runner.study
+    for accuracy in (0.5, 0.6, 0.7):  # Three trials that completed one after another.
+        trial = study.ask({name: optuna.distributions.CategoricalDistribution(list(values))
+                           for name, values in SPACE.parameters().items()})
+        trial.set_user_attr(TrialAttrs.ARCHITECTURE, "x")
+        study.tell(trial, [accuracy, 1.0])
+    trials = study.get_trials()
+    # Two workers report after all three were stored: each prints its own trial's place.
+    runner._after_trial(study, trials[0])
+    runner._after_trial(study, trials[2])
+    assert [(r.number, r.done) for r in reports] == [(0, 1), (2, 3)]
+    runner.handle.close()

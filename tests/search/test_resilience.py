@@ -262,7 +262,8 @@ def test_three_workers_on_a_database_server_reach_the_exact_total(
     assert len({t.user_attrs["worker"]["pid"] for t in trials}) >= 2
 
 
-def test_timeout_bounds_this_run_and_the_rerun_goes_on(tmp_path: Path, monkeypatch) -> None:
+def test_timeout_bounds_this_run_and_the_rerun_goes_on(tmp_path: Path, monkeypatch,
+                                                       capsys) -> None:
     from poolnas.search._cli import main
 
     monkeypatch.chdir(tmp_path)
@@ -271,6 +272,8 @@ def test_timeout_bounds_this_run_and_the_rerun_goes_on(tmp_path: Path, monkeypat
     assert main(args) == 0  # The first trial starts in time; none after the deadline.
     first = read_trials(storage, "t")
     assert 1 <= len(first) < 50 and {t["state"] for t in first} == {"COMPLETE"}
+    said = capsys.readouterr().out
+    assert f"--timeout 1 s reached: {len(first)}/50 trials complete; run the same command" in said
     assert main(args) == 0  # The same command goes on where the first stopped.
     second = read_trials(storage, "t")
     assert len(first) < len(second) < 50 and {t["state"] for t in second} == {"COMPLETE"}
