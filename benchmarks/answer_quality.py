@@ -16,7 +16,7 @@ table's all-seed truth:
 - Kendall tau of posterior means and of raw accuracies against the mean test accuracy.
 
 ``--timing`` measures one proposal's model work (fit + predict + EHVI) on a 50,000-architecture
-space.
+space; ``benchmarks/proposal_time.py`` times a whole proposal (the number in the docs).
 
     python benchmarks/answer_quality.py --runs 10           # the numbers in docs/benchmarks.md
     python benchmarks/answer_quality.py --timing

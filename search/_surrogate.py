@@ -80,6 +80,7 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import TrialState
+from scipy.special import erfc
 
 from poolnas.search._accuracy_model import AccuracyModel, Observations
 from poolnas.search._costs import MAX_CANDIDATES
@@ -94,7 +95,7 @@ def _phi(z: np.ndarray) -> np.ndarray:
 
 def _upper_tail(z: np.ndarray) -> np.ndarray:
     """1 - Phi(z), accurate in the tails."""
-    return 0.5 * np.vectorize(math.erfc)(z / math.sqrt(2.0))
+    return 0.5 * erfc(np.asarray(z, float) / math.sqrt(2.0))
 
 
 def _psi(z: np.ndarray) -> np.ndarray:
