@@ -143,7 +143,8 @@ def run_optuna(name: str, table: Table, seed: int, cap: int) -> Curve:
 
     def objective(trial):
         key = table.space.suggest(trial).key
-        if not curve.train(key, count_duplicate=False):
+        # A re-evaluation (the surrogate's ``repeat_of``) is a training: it counts.
+        if not curve.train(key, count_duplicate="repeat_of" in trial.user_attrs):
             trial.study.stop()
         return table.values[key]
 

@@ -47,7 +47,7 @@ from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from threadpoolctl import ThreadpoolController
 
 __all__ = ["AccuracyModel", "ArchitectureEstimate", "ChoiceEffect", "Observations", "StudyModel",
-           "dominance_probabilities", "fit_accuracy_model"]
+           "dominance_probabilities", "fit_accuracy_model", "model_fields"]
 
 #: The evidence's grid (standardised units): main-effect variance a, pairwise variance b,
 #: noise variance s^2.
@@ -350,6 +350,12 @@ class StudyModel:
     def estimate(self, key: str) -> ArchitectureEstimate | None:
         return self.estimates.get(key)
 
+    def fields(self, key: Any) -> dict[str, float | int | None]:
+        """``accuracy_mean``, ``accuracy_sd``, ``p_front`` and ``trainings`` of one
+        architecture (None where the model has no estimate of it): the one set of numbers that
+        ``front --format json|csv``, ``manifest.json`` and ``answer.json`` carry."""
+        return model_fields(self, key)
+
     def front(self) -> list[ArchitectureEstimate]:
         """The non-dominated architectures by posterior mean accuracy and FLOPs, cheapest first."""
         ordered = sorted(self.estimates.values(), key=lambda e: (e.flops, -e.mean, e.number))
@@ -404,6 +410,16 @@ class StudyModel:
             out.append(ChoiceEffect(point, kind, values[i], None if j is None else values[j],
                                     effect, low, high, decided, ratio, more))
         return out
+
+
+def model_fields(model: StudyModel | None, key: Any) -> dict[str, float | int | None]:
+    """The model's numbers of architecture ``key`` as plain fields (all None without a model
+    or an estimate): ``accuracy_mean``, ``accuracy_sd``, ``p_front``, ``trainings``."""
+    e = model.estimate(key) if model is not None and isinstance(key, str) else None
+    return {"accuracy_mean": None if e is None else e.mean,
+            "accuracy_sd": None if e is None else e.sd,
+            "p_front": None if e is None else e.p_front,
+            "trainings": None if e is None else e.trainings}
 
 
 def fit_accuracy_model(study: Any, trials: Sequence[Any] | None = None, *,
