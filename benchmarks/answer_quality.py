@@ -16,9 +16,9 @@ table's all-seed truth:
 - Kendall tau of posterior means and of raw accuracies against the mean test accuracy.
 
 ``--timing`` measures one proposal's model work (fit + predict + EHVI) on a 50,000-architecture
-space.
+space; ``benchmarks/proposal_time.py`` times a whole proposal (the number in the docs).
 
-    python benchmarks/answer_quality.py --runs 10           # the numbers in docs/benchmarks.md
+    python benchmarks/answer_quality.py --runs 30           # the numbers in docs/benchmarks.md
     python benchmarks/answer_quality.py --timing
 """
 
@@ -44,15 +44,51 @@ def kendall(a, b) -> float:
     return float(kendalltau(a, b).statistic)
 
 
-def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, default: bool):
+POLICIES = ("default", "additive", "previous")
+POLICY_NAMES = {
+    "default": "default: GP with pairwise terms by evidence, re-evaluation on",
+    "additive": "same sampler, interactions=False, reevaluate=False",
+    "previous": "previous default (benchmarks/previous_surrogate.py, verbatim pre-issue-14)",
+}
+
+
+def make_policy_sampler(policy: str, space, flops_of, seed: int):
+    if policy == "previous":
+        import previous_surrogate
+
+        return previous_surrogate.ParetoSurrogateSampler(space, flops_of, seed=seed)
+    from poolnas.search import ParetoSurrogateSampler
+
+    default = policy == "default"
+    return ParetoSurrogateSampler(space, flops_of, seed=seed, interactions=default,
+                                  reevaluate=default)
+
+
+def _front(points):
+    """Keys of the non-dominated (value, flops, key) points."""
+    front, best = [], -math.inf
+    for m, _f, k in sorted(points, key=lambda x: (x[1], -x[0])):
+        if m > best:
+            front.append(k)
+            best = m
+    return front
+
+
+def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str):
+    """One simulated search of ``policy``; after each number of trainings, what the product's
+    accuracy model (``fit_accuracy_model``'s: pairwise terms allowed) says against the truth."""
     import optuna
 
-    from poolnas.search import ParetoSurrogateSampler, StudyModel, hypervolume
+    from poolnas.search import AccuracyModel, Observations, StudyModel, hypervolume
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     flops = {a.key: float(rows[a.key]["flops"]) for a in space}
-    sampler = ParetoSurrogateSampler(space, lambda p: flops[space.architecture(p).key],
-                                     seed=seed, interactions=default, reevaluate=default)
+    params_of = {a.key: dict(space.params_of(a)) for a in space}
+
+    def flops_of(p):
+        return flops[space.architecture(p).key]
+
+    sampler = make_policy_sampler(policy, space, flops_of, seed)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     rng = np.random.default_rng(10_000 + seed)
     reference = max(flops.values())
@@ -62,7 +98,7 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, default: boo
 
     def objective(trial):
         key = space.suggest(trial).key
-        accuracy = float(rng.choice(rows[key]["val_acc"]))
+        accuracy = float(rng.choice(rows[key]["val_acc"]))  # one seed: the table's real noise
         trial.set_user_attr("accuracies", [accuracy])
         return accuracy, flops[key]
 
@@ -70,26 +106,28 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, default: boo
     for target in trainings:
         study.optimize(objective, n_trials=target - done)
         done = target
-        observed, _ = sampler._history(study, -1)
-        model = sampler.fit(observed)
-        keys = [sampler._keys[i] for i in sorted(observed)]
-        raw = [float(np.mean(observed[i])) for i in sorted(observed)]
-        mean, sd = model.predict(sampler._codes[sorted(observed)])
+        observed: dict[str, list[float]] = {}
+        for t in study.trials:
+            # The previous sampler never repeats: a proposal of a trained architecture is a
+            # copy in poolnas (no training), so it adds no observation and is no training.
+            key = space.architecture(t.params).key
+            if policy == "previous" and key in observed:
+                continue
+            observed.setdefault(key, []).extend(t.user_attrs["accuracies"])
+        keys = list(observed)
+        model = AccuracyModel(space.parameters()).fit(
+            Observations.of([params_of[k] for k in keys], [observed[k] for k in keys]))
+        raw = [float(np.mean(observed[k])) for k in keys]
+        mean, sd = model.predict(model.encode([params_of[k] for k in keys]))
         truth = np.array([val_truth[k] for k in keys])
-        cover = float(np.mean(np.abs(mean - truth) <= 1.96 * sd))
-        if default:
-            chosen = [(m, flops[k], k) for m, k in zip(mean, keys)]
-        else:
-            chosen = [(r, flops[k], k) for r, k in zip(raw, keys)]
-        front, best = [], -math.inf
-        for m, _f, k in sorted(chosen, key=lambda x: (x[1], -x[0])):
-            if m > best:
-                front.append(k)
-                best = m
-        hv = hypervolume([(test_truth[k], flops[k]) for k in front], reference_flops=reference)
-        params = {k: dict(space.params_of(next(a for a in space if a.key == k))) for k in keys}
-        study_model = StudyModel(space, lambda p: flops[space.architecture(p).key], model, {},
-                                 params)
+        cover = float(np.mean(np.abs(mean - truth) <= 1.959964 * sd))
+        hv = {}
+        for name, values in (("model", mean), ("raw", raw)):
+            front = _front([(m, flops[k], k) for m, k in zip(values, keys)])
+            hv[name] = hypervolume([(test_truth[k], flops[k]) for k in front],
+                                   reference_flops=reference)
+        params = {k: params_of[k] for k in keys}
+        study_model = StudyModel(space, flops_of, model, {}, params)
         hits = claims = wrong = total = 0
         for point in range(1, space.points + 1):
             for kind in ("op", "skip"):
@@ -111,12 +149,13 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, default: boo
                     if e.decided:
                         claims += 1
                         wrong += (e.effect > 0) != (true_effect > 0)
-        tau_model = kendall(mean, [test_truth[k] for k in keys])
-        tau_raw = kendall(raw, [test_truth[k] for k in keys])
-        results[target] = dict(cover=cover, effect_cover=hits / total, claims=claims,
-                               wrong=wrong, hv=hv, tau_model=tau_model, tau_raw=tau_raw,
-                               unique=len(keys), noise=model.noise_sd,
-                               pair=model.summary()["pair_sd"])
+        results[target] = dict(
+            cover=cover, effect_cover=hits / total, effects=total, claims=claims, wrong=wrong,
+            hv_model=hv["model"], hv_raw=hv["raw"],
+            tau_model=kendall(mean, [test_truth[k] for k in keys]),
+            tau_raw=kendall(raw, [test_truth[k] for k in keys]),
+            unique=len(keys), trainings=sum(len(v) for v in observed.values()),
+            noise=model.noise_sd, pair=model.summary()["pair_sd"])
     return results
 
 
@@ -145,7 +184,8 @@ def timing() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--timing", action="store_true")
     args = parser.parse_args()
     if args.timing:
@@ -153,22 +193,35 @@ def main() -> None:
         return
     rows = poolbench.load_table()
     space = poolbench.bench_space()
-    for default in (True, False):
-        name = "default (interactions, re-evaluation)" if default else "today (additive, raw)"
+    print("| policy | trainings | runs | unique archs | arch 95 % coverage | effect 95 % coverage "
+          "| decided claims (wrong sign) | true HV, model front | true HV, raw front "
+          "| τ model | τ raw | noise sd | pair sd |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    started = time.perf_counter()
+    for policy in args.policies.split(","):
         per = {30: [], 60: []}
         for seed in range(args.runs):
-            for t, r in simulate(rows, space, seed, (30, 60), default=default).items():
+            for t, r in simulate(rows, space, seed, (30, 60), policy=policy).items():
                 per[t].append(r)
         for t, runs in per.items():
             def avg(k, runs=runs):
                 return statistics.fmean(r[k] for r in runs)
+
+            def sem(k, runs=runs):
+                values = [r[k] for r in runs]
+                return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0
+
             claims = sum(r["claims"] for r in runs)
             wrong = sum(r["wrong"] for r in runs)
-            print(f"{name} after {t}: arch coverage {avg('cover'):.3f}, effect coverage "
-                  f"{avg('effect_cover'):.3f}, decided claims {claims} wrong {wrong}, "
-                  f"true HV {avg('hv'):.4f}, tau model {avg('tau_model'):.3f} raw "
-                  f"{avg('tau_raw'):.3f}, unique {avg('unique'):.1f}, "
-                  f"noise sd {avg('noise'):.4f}, pair sd {avg('pair'):.4f}", flush=True)
+            share = f"{wrong / claims:.0%}" if claims else "-"
+            print(f"| {policy} | {t} | {len(runs)} | {avg('unique'):.1f} | {avg('cover'):.3f} "
+                  f"| {avg('effect_cover'):.3f} | {claims} ({wrong}, {share}) "
+                  f"| {avg('hv_model'):.4f} ± {sem('hv_model'):.4f} "
+                  f"| {avg('hv_raw'):.4f} ± {sem('hv_raw'):.4f} "
+                  f"| {avg('tau_model'):.3f} | {avg('tau_raw'):.3f} | {avg('noise'):.4f} "
+                  f"| {avg('pair'):.4f} |", flush=True)
+    print(f"\n({time.perf_counter() - started:.0f} s; policies: "
+          + "; ".join(f"{p}: {POLICY_NAMES[p]}" for p in args.policies.split(",")) + ")")
 
 
 if __name__ == "__main__":

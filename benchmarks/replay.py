@@ -48,10 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import poolbench  # noqa: E402  (the table's space and file format)
 
-STRATEGIES = ("tpe", "nsga2", "random", "grid", "surrogate", "kt-random", "kt-bayes")
+STRATEGIES = ("tpe", "nsga2", "random", "grid", "surrogate", "previous", "kt-random", "kt-bayes")
 #: Trainings each strategy may spend per run, at most (Optuna's are also capped by the space
 #: size, since poolnas never trains an architecture twice).
-CAPS = {"tpe": 300, "nsga2": 400, "random": 600, "grid": 729, "surrogate": 729,
+CAPS = {"tpe": 300, "nsga2": 400, "random": 600, "grid": 729, "surrogate": 729, "previous": 729,
         "kt-random": 600, "kt-bayes": 100}
 #: Runs per strategy when it is slower than the rest: KerasTuner's Bayesian oracle fits a
 #: Gaussian process and restarts L-BFGS 50 times per proposal (about 1.4 s of CPU each here).
@@ -143,7 +143,8 @@ def run_optuna(name: str, table: Table, seed: int, cap: int) -> Curve:
 
     def objective(trial):
         key = table.space.suggest(trial).key
-        if not curve.train(key, count_duplicate=False):
+        # A re-evaluation (the surrogate's ``repeat_of``) is a training: it counts.
+        if not curve.train(key, count_duplicate="repeat_of" in trial.user_attrs):
             trial.study.stop()
         return table.values[key]
 
@@ -163,6 +164,13 @@ def _sampler(name: str, space, seed: int, table: Table | None = None):
     import optuna
 
     base, _, options = name.partition(":")
+    if base == "previous":
+        # The pre-issue-14 default, verbatim (benchmarks/previous_surrogate.py).
+        import previous_surrogate
+
+        flops = {key: f for key, (_, f) in table.values.items()}
+        return previous_surrogate.ParetoSurrogateSampler(
+            space, lambda params: flops[space.architecture(params).key], seed=seed)
     if base == "surrogate":
         from poolnas.search import ParetoSurrogateSampler
 

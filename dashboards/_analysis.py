@@ -31,6 +31,7 @@ from poolnas.search import (
     TrialAttrs,
     fit_accuracy_model,
     is_feasible,
+    model_fields,
     pareto_front,
 )
 from poolnas.spaces import OPS, SKIPS, Architecture, PoolnasError, SearchSpace
@@ -192,6 +193,13 @@ class ChoiceAnalysis:
     stats: tuple[ChoiceStat, ...]
     comparisons: tuple[PairedComparison, ...]
     effects: tuple[ChoiceEffect, ...] = ()
+    model: StudyModel | None = None
+
+    def estimate(self, key: str) -> dict[str, Any]:
+        """The accuracy model's ``accuracy_mean``, ``accuracy_sd``, ``p_front`` and
+        ``trainings`` of one architecture (all None without a model): the numbers of
+        ``poolnas front`` and ``manifest.json``."""
+        return model_fields(self.model, key)
 
     def stat(self, point: int, kind: str, choice: str) -> ChoiceStat:
         """The row for one choice.
@@ -226,6 +234,12 @@ class ChoiceAnalysis:
             "choices": [s.as_dict() for s in self.stats],
             "comparisons": [c.as_dict() for c in self.comparisons],
             "effects": [e.as_dict() for e in self.effects if e.other is not None],
+            # The front's architectures under the accuracy model (the raw accuracies stay in
+            # the trials): the same numbers as `poolnas front` and manifest.json.
+            "front_models": [{"trial": c.number, "architecture": c.key, "accuracy": c.accuracy,
+                              **self.estimate(c.key)}
+                             for c in sorted((c for c in self.candidates if c.on_front),
+                                             key=lambda c: self.front.index(c.number))],
             "summary": summarise(self),
         }
 
@@ -418,7 +432,7 @@ def analyse_choices(trials: Iterable[FrozenTrial], *,
                 ))
     return ChoiceAnalysis(candidates=tuple(candidates), front=front, points=points,
                           stats=tuple(stats), comparisons=tuple(comparisons),
-                          effects=tuple(effects))
+                          effects=tuple(effects), model=model)
 
 
 def study_space(study: optuna.Study) -> SearchSpace | None:

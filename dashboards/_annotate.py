@@ -150,8 +150,9 @@ def _warn(what: str, error: BaseException) -> bool:
 # ---------------------------------------------------------------------- the study figure
 def choices_figure(analysis: ChoiceAnalysis) -> Any:
     """A Plotly figure of the answer table: per point (columns) and kind (rows), how many front
-    members use each choice; hovering a bar shows its trials, mean accuracy and FLOPs and the
-    paired accuracy difference.
+    members use each choice; hovering a bar shows its trials, mean accuracy and FLOPs, the
+    paired accuracy difference and the accuracy model's effect with its 95 % interval (the
+    numbers of ``front --explain`` and report.html).
 
     Returns:
         A ``plotly.graph_objects.Figure`` of plain lists (small, and any plotly.js draws it).
@@ -174,9 +175,13 @@ def choices_figure(analysis: ChoiceAnalysis) -> Any:
                 paired = ("no like-for-like pairs" if s.paired_accuracy_delta is None else
                           f"paired Δacc {s.paired_accuracy_delta * 100:+.2f} pp, FLOPs "
                           f"×{s.paired_flops_ratio:.2f} ({s.pairs} pairs)")
+                model = ("" if s.effect is None else
+                         f"<br>effect vs rest {s.effect * 100:+.1f} pp "
+                         f"[{s.effect_low * 100:+.1f}, {s.effect_high * 100:+.1f}] (95%), "
+                         + ("decided" if s.decided else "not decided"))
                 hover.append(f"{s.choice}: {s.on_front}/{s.front_size} on the front<br>"
                              f"{s.trials} trials, mean acc {accuracy}, mean FLOPs {flops}<br>"
-                             f"{paired}")
+                             f"{paired}{model}")
             figure.add_trace(go.Bar(
                 x=[s.choice for s in stats], y=[s.on_front for s in stats],
                 text=[f"{s.on_front}/{s.front_size}" for s in stats], textposition="auto",

@@ -87,6 +87,14 @@ def pareto_png(trials: Sequence[FrozenTrial], analysis: ChoiceAnalysis, *,
         ys = [c.accuracy for c in front]
         ax.step(xs, ys, where="post", color="#3182bd", linewidth=1, zorder=3)
         ax.scatter(xs, ys, s=36, color="#3182bd", label=f"Pareto front ({len(front)})", zorder=4)
+        models = [analysis.estimate(c.key) for c in front]
+        bars = [(c.flops, m["accuracy_mean"], m["accuracy_sd"]) for c, m in zip(front, models)
+                if m["accuracy_mean"] is not None]
+        if bars:
+            ax.errorbar([b[0] for b in bars], [b[1] for b in bars],
+                        yerr=[1.959964 * b[2] for b in bars], fmt="_", color="#fd8d3c",
+                        elinewidth=1, capsize=3, zorder=3,
+                        label="model mean, 95 % interval")
     label_all = len(analysis.candidates) <= _LABEL_ALL_UP_TO
     for c in trained:
         if c.on_front or label_all:
@@ -304,7 +312,11 @@ def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: C
         trial = by_number[number]
         attrs = trial.user_attrs
         key = attrs.get(TrialAttrs.ARCHITECTURE, "?")
+        model = analysis.estimate(key)
         front_rows.append([number, f"{trial.values[0]:.4f}",
+                           "-" if model["accuracy_mean"] is None else
+                           f"{model['accuracy_mean']:.4f} ± {model['accuracy_sd']:.4f}",
+                           "-" if model["p_front"] is None else f"{model['p_front']:.2f}",
                            flops_text(attrs.get(TrialAttrs.FLOPS, trial.values[1])),
                            _ms(attrs.get(TrialAttrs.LATENCY_MS)),
                            flops_text(attrs.get("macs")), attrs.get("params", "-"),
@@ -360,9 +372,14 @@ def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: C
 architectures of this study that differ only in that point's op (or only in its skip type).</p>
 <h2>Pareto front</h2>
 <img alt="Pareto front: accuracy against FLOPs" src="{_data_uri(pareto)}">
-{_table(["trial", "accuracy", "FLOPs", "latency ms", "MACs", "params", "architecture"],
-        front_rows)
+{_table(["trial", "accuracy", "model mean ± sd", "p_front", "FLOPs", "latency ms", "MACs",
+         "params", "architecture"], front_rows)
  if front_rows else "<p>No complete feasible trial yet.</p>"}
+<p class="muted">accuracy: the trial's observed validation accuracy. model mean ± sd: the
+accuracy model's posterior mean and sd of the architecture's accuracy (every training of the
+study informs it); p_front: its probability of being Pareto-optimal. The same numbers as
+<code>poolnas front</code> and the export's manifest.json; the figure's bars are the model's 95 %
+intervals.</p>
 <h2>Op and skip type at each downsampling point</h2>
 {_table([h for _, h in ANSWER_COLUMNS], [[r[k] for k, _ in ANSWER_COLUMNS] for r in answer])}
 <p class="muted">on front: front members that use the choice. trials, mean acc, mean FLOPs: the

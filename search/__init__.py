@@ -42,6 +42,7 @@ from poolnas.search._accuracy_model import (
     StudyModel,
     dominance_probabilities,
     fit_accuracy_model,
+    model_fields,
 )
 from poolnas.search._config import DEFAULT_STORAGE, SearchConfig
 from poolnas.search._costs import COSTS, MAX_CANDIDATES, CostModel
@@ -113,6 +114,7 @@ __all__ = [
     "StudyModel",
     "dominance_probabilities",
     "fit_accuracy_model",
+    "model_fields",
     "Candidate",
     "COSTS",
     "CostModel",

@@ -30,8 +30,9 @@ sufficient statistics per architecture (count, mean, within sum of squares), whi
 keeps the fit at ``O(u^3)`` for ``u`` distinct trained architectures.
 
 Cost: a proposal predicts every candidate: one ``(N x D) @ (D x u)`` product of one-hot codes
-and one triangular solve, ``O(N u^2)``; ``benchmarks/answer_quality.py --timing`` measures it on
-a 50,000-architecture space.
+and one ``(N x u) @ (u x u)`` product, ``O(N u^2)``, on one BLAS thread;
+``benchmarks/proposal_time.py`` times a whole proposal on a 50,000-architecture space
+(docs/benchmarks.md: 0.53 s with 200 trained architectures).
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ from typing import Any
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["AccuracyModel", "ArchitectureEstimate", "ChoiceEffect", "Observations", "StudyModel",
-           "dominance_probabilities", "fit_accuracy_model"]
+           "dominance_probabilities", "fit_accuracy_model", "model_fields"]
 
 #: The evidence's grid (standardised units): main-effect variance a, pairwise variance b,
 #: noise variance s^2.
@@ -53,6 +55,11 @@ MAIN_GRID = (0.1, 0.3, 1.0, 3.0)
 PAIR_GRID = (0.0, 0.1, 0.3, 1.0)
 NOISE_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 INTERCEPT = 1.0
+
+#: The BLAS thread pools. The evidence grid factors ~100 small (u x u) matrices; on a loaded
+#: 2-core machine OpenBLAS' threads made each Cholesky 5-20x slower than one thread (measured:
+#: 3-11 ms against 0.6 ms at u = 200), so the model's linear algebra runs on one thread.
+_THREADS = ThreadpoolController()
 
 
 @dataclass(frozen=True)
@@ -124,11 +131,18 @@ class AccuracyModel:
         return out
 
     def _kernel(self, left: np.ndarray, right: np.ndarray, a: float, b: float) -> np.ndarray:
-        m = left @ right.T
+        # k = c + a m / P + b m (m - 1) / (P (P - 1)) = c + m (b' m + a / P - b'), in place.
+        k = left @ right.T
         P = self.P
-        k = INTERCEPT + a * m / P
-        if b > 0 and P > 1:
-            k = k + b * m * (m - 1) / (P * (P - 1))
+        pair = b / (P * (P - 1)) if b > 0 and P > 1 else 0.0
+        if pair:
+            m = k.copy()
+            k *= pair
+            k += a / P - pair
+            k *= m
+        else:
+            k *= a / P
+        k += INTERCEPT
         return k
 
     def _prior_var(self, a: float, b: float) -> float:
@@ -141,6 +155,10 @@ class AccuracyModel:
         Raises:
             ValueError: No observation.
         """
+        with _THREADS.limit(limits=1, user_api="blas"):
+            return self._fit(observations)
+
+    def _fit(self, observations: Observations) -> AccuracyModel:
         if len(observations.rows) == 0:
             raise ValueError("the accuracy model needs at least one trained architecture")
         self.obs = observations
@@ -193,20 +211,22 @@ class AccuracyModel:
 
     def predict(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and sd of the true (noise-free) accuracy of encoded architectures."""
-        K = self._kernel(codes, self._X, self.main_var, self.pair_var)
-        mean = self.y_mean + self.y_scale * (K @ self._alpha)
-        # One float32 matrix product (BLAS-3) serves every candidate's variance.
-        reduced = np.einsum("ij,ij->i", K @ self._inverse, K)
+        with _THREADS.limit(limits=1, user_api="blas"):
+            K = self._kernel(codes, self._X, self.main_var, self.pair_var)
+            mean = self.y_mean + self.y_scale * (K @ self._alpha)
+            # One float32 matrix product (BLAS-3) serves every candidate's variance.
+            reduced = np.einsum("ij,ij->i", K @ self._inverse, K)
         var = self._prior_var(self.main_var, self.pair_var) - reduced
         return mean, self.y_scale * np.sqrt(np.maximum(var, 1e-12))
 
     def joint(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean vector and covariance matrix of the true accuracies (joint)."""
-        K = self._kernel(codes, self._X, self.main_var, self.pair_var)
-        mean = self.y_mean + self.y_scale * (K @ self._alpha)
-        V = solve_triangular(self._L, K.T.astype(float), lower=True, check_finite=False)
-        prior = self._kernel(codes, codes, self.main_var, self.pair_var).astype(float)
-        cov = prior - V.T @ V
+        with _THREADS.limit(limits=1, user_api="blas"):
+            K = self._kernel(codes, self._X, self.main_var, self.pair_var)
+            mean = self.y_mean + self.y_scale * (K @ self._alpha)
+            V = solve_triangular(self._L, K.T.astype(float), lower=True, check_finite=False)
+            prior = self._kernel(codes, codes, self.main_var, self.pair_var).astype(float)
+            cov = prior - V.T @ V
         cov = 0.5 * (cov + cov.T) * self.y_scale ** 2
         return mean, cov
 
@@ -330,6 +350,12 @@ class StudyModel:
     def estimate(self, key: str) -> ArchitectureEstimate | None:
         return self.estimates.get(key)
 
+    def fields(self, key: Any) -> dict[str, float | int | None]:
+        """``accuracy_mean``, ``accuracy_sd``, ``p_front`` and ``trainings`` of one
+        architecture (None where the model has no estimate of it): the one set of numbers that
+        ``front --format json|csv``, ``manifest.json`` and ``answer.json`` carry."""
+        return model_fields(self, key)
+
     def front(self) -> list[ArchitectureEstimate]:
         """The non-dominated architectures by posterior mean accuracy and FLOPs, cheapest first."""
         ordered = sorted(self.estimates.values(), key=lambda e: (e.flops, -e.mean, e.number))
@@ -384,6 +410,16 @@ class StudyModel:
             out.append(ChoiceEffect(point, kind, values[i], None if j is None else values[j],
                                     effect, low, high, decided, ratio, more))
         return out
+
+
+def model_fields(model: StudyModel | None, key: Any) -> dict[str, float | int | None]:
+    """The model's numbers of architecture ``key`` as plain fields (all None without a model
+    or an estimate): ``accuracy_mean``, ``accuracy_sd``, ``p_front``, ``trainings``."""
+    e = model.estimate(key) if model is not None and isinstance(key, str) else None
+    return {"accuracy_mean": None if e is None else e.mean,
+            "accuracy_sd": None if e is None else e.sd,
+            "p_front": None if e is None else e.p_front,
+            "trainings": None if e is None else e.trainings}
 
 
 def fit_accuracy_model(study: Any, trials: Sequence[Any] | None = None, *,

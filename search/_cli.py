@@ -378,12 +378,9 @@ def _front_rows(trials, model: Any = None) -> list[dict[str, Any]]:
     mean, sd and ``p_front`` of its architecture (None without a model)."""
     rows = []
     for trial in trials:
-        record = trial_record(trial)
+        record = trial_record(trial, model)
         estimate = (None if model is None else
                     model.estimate(trial.user_attrs.get(TrialAttrs.ARCHITECTURE)))
-        record["accuracy_mean"] = None if estimate is None else estimate.mean
-        record["accuracy_sd"] = None if estimate is None else estimate.sd
-        record["p_front"] = None if estimate is None else estimate.p_front
         record["model_text"] = (None if estimate is None else
                                 f"{estimate.mean:.4f} ± {estimate.sd:.4f}")
         record["p_front_text"] = None if estimate is None else f"{estimate.p_front:.2f}"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from poolnas.search._accuracy_model import fit_accuracy_model, model_fields
 from poolnas.search._pareto import pareto_front
 from poolnas.search._retrain import kendall_tau, retrain_trials
 from poolnas.search._trial_attrs import STUDY_ATTR, TrialAttrs
@@ -61,14 +62,20 @@ def select_trials(study: optuna.Study, numbers: list[int] | None) -> list[optuna
     return chosen
 
 
-def trial_record(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """The manifest/front fields of one trial."""
+def trial_record(trial: optuna.trial.FrozenTrial, model: Any = None) -> dict[str, Any]:
+    """The manifest/front fields of one trial: its raw record and, from the study's accuracy
+    model (:func:`~poolnas.search.fit_accuracy_model`), its architecture's posterior
+    ``accuracy_mean``, ``accuracy_sd`` and ``p_front`` (None without a model)."""
     attrs = trial.user_attrs
+    estimate = model_fields(model, attrs.get(TrialAttrs.ARCHITECTURE))
     return {
         "trial": trial.number,
         "architecture": attrs.get(TrialAttrs.ARCHITECTURE),
         "accuracy": float(trial.values[0]),
         "accuracy_std": attrs.get(TrialAttrs.ACCURACY_STD),
+        "accuracy_mean": estimate["accuracy_mean"],
+        "accuracy_sd": estimate["accuracy_sd"],
+        "p_front": estimate["p_front"],
         "flops": int(attrs.get(TrialAttrs.FLOPS, trial.values[1])),
         "latency_ms": attrs.get(TrialAttrs.LATENCY_MS),
         "macs": attrs.get(TrialAttrs.MACS),
@@ -136,6 +143,8 @@ def export_trials(
     if not out.parent.exists():
         raise PoolnasError(f"the parent directory of --out {str(out)!r} does not exist")
     store = handle.artifact_store()
+    # The same model, hence the same numbers, as `poolnas front`, report.html and answer.json.
+    model = fit_accuracy_model(study)
     weights = "search"
     if retrain_epochs is not None:
         weights = f"retrained on train+val for {retrain_epochs} epochs"
@@ -165,7 +174,7 @@ def export_trials(
                         ) from None
                 os.replace(partial, out / name)
                 test = retrained.get(trial.number)
-                models.append({"file": name, **trial_record(trial), "weights": weights,
+                models.append({"file": name, **trial_record(trial, model), "weights": weights,
                                "test_accuracy": None if test is None else test.test_accuracy})
         except OSError as error:
             raise PoolnasError(
@@ -183,6 +192,10 @@ def export_trials(
         "flops_convention": "TensorFlow profiler, frozen inference graph, batch 1",
         "seed": settings.get("seed"),
         "weights": weights,
+        "accuracy_model": ("accuracy_mean, accuracy_sd: posterior mean and sd of the "
+                           "architecture's accuracy under the study's accuracy model (every "
+                           "training of it and of the rest); p_front: its probability of being "
+                           "Pareto-optimal; accuracy: the raw observed value"),
         "models": models,
     }
     if retrain_epochs is not None:
@@ -192,6 +205,11 @@ def export_trials(
             "test_examples": next(iter(retrained.values())).test_examples,
             "kendall_tau": tau,
         })
+        means = [m["accuracy_mean"] for m in models]
+        if all(v is not None for v in means):
+            # How well the accuracy model's means ranked them (beside the raw accuracies').
+            manifest["kendall_tau_model"] = kendall_tau(
+                means, [m["test_accuracy"] for m in models])
     stale = _listed_models(out / MANIFEST) - set(names)
     write_json_atomically(out / MANIFEST, manifest)
     for name in stale:  # An earlier export's models that the new manifest no longer lists.

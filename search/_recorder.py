@@ -168,6 +168,10 @@ class TrialRecorder:
         candidate = Candidate(trial=trial, arch=arch, cost=cost)
         # A re-evaluation (``repeat_of``, set by the sampler) is trained again, not reused.
         repeat = TrialAttrs.REPEAT_OF in trial.user_attrs
+        if not repeat and hasattr(trial, "_trial_id") and hasattr(trial, "storage"):
+            # The sampler writes the mark to the storage while the trial is being created;
+            # an optuna.Trial's user_attrs are a cache: read the storage as well.
+            repeat = TrialAttrs.REPEAT_OF in trial.storage.get_trial_user_attrs(trial._trial_id)
         original = self._reuse(trial, arch.key) if reuse and not repeat else None
         if original is not None:
             candidate.values = (float(original.values[0]), float(original.values[1]))

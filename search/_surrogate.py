@@ -46,7 +46,9 @@ expected_improvement`, since the improvement is convex in accuracy): for a train
 against the front of the others, for an untried one against the whole front. The larger wins;
 a repeat is the same architecture with ``repeat_of`` set on its trial, which the recorder trains
 with the trial's own seed instead of copying earlier results. An architecture with a trial
-running (another worker) is not repeated.
+running (another worker) is not repeated. Once every architecture within the budget is trained
+(and none failed untrained), every further proposal is the most valuable repeat (ties: the
+largest posterior sd), never one being trained, instead of a copy of a trained one.
 
 The first objective of the study must be the accuracy (maximized), as in poolnas; the second
 (FLOPs) is never read from the trials, it comes from ``flops_of``.
@@ -80,6 +82,7 @@ import numpy as np
 from optuna.distributions import CategoricalDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import TrialState
+from scipy.special import erfc
 
 from poolnas.search._accuracy_model import AccuracyModel, Observations
 from poolnas.search._costs import MAX_CANDIDATES
@@ -94,7 +97,7 @@ def _phi(z: np.ndarray) -> np.ndarray:
 
 def _upper_tail(z: np.ndarray) -> np.ndarray:
     """1 - Phi(z), accurate in the tails."""
-    return 0.5 * np.vectorize(math.erfc)(z / math.sqrt(2.0))
+    return 0.5 * erfc(np.asarray(z, float) / math.sqrt(2.0))
 
 
 def _psi(z: np.ndarray) -> np.ndarray:
@@ -261,6 +264,15 @@ class ParetoSurrogateSampler(BaseSampler):
         untried = [i for i in range(len(self._keys))
                    if i not in observed and i not in blocked and self._allowed[i]]
         if not untried:
+            # Every architecture within the budget is trained: with re-evaluation, another
+            # training of the one where it is worth most (never of one being trained now).
+            repeatable = (set() if not self._reevaluate or len(observed) < 2 else
+                          {i for i in observed if self._allowed[i] and i not in self._busy})
+            failed = [i for i in blocked if blocked[i] and self._allowed[i] and i not in self._busy]
+            if repeatable and not failed:
+                choice = -1 - self._acquire([], observed, rng, repeatable=repeatable)
+                self._mark_repeat(study, trial, self._first[choice])
+                return dict(self._candidates[choice])
             # Nothing untried within the budget: failed/running ones first, then untried ones
             # over the budget (poolnas rules them out without training), then any (poolnas
             # dedups).
@@ -282,9 +294,19 @@ class ParetoSurrogateSampler(BaseSampler):
                 choice = -1 - choice
                 # A re-evaluation: the recorder trains it again (another seed) instead of
                 # copying the results of the trial it repeats.
-                study._storage.set_trial_user_attr(trial._trial_id, TrialAttrs.REPEAT_OF,
-                                                   self._first[choice])
+                self._mark_repeat(study, trial, self._first[choice])
         return dict(self._candidates[choice])
+
+    @staticmethod
+    def _mark_repeat(study, trial, first: int) -> None:
+        """Set ``repeat_of`` on the trial being sampled: in the storage, and in the frozen
+        trial Optuna gave us, which is the running ``optuna.Trial``'s cache of its attrs
+        (without it ``trial.user_attrs`` in the objective would not show the mark, and the
+        recorder would copy the repeated trial's results instead of training again)."""
+        study._storage.set_trial_user_attr(trial._trial_id, TrialAttrs.REPEAT_OF, first)
+        attrs = getattr(trial, "user_attrs", None)
+        if isinstance(attrs, dict):
+            attrs[TrialAttrs.REPEAT_OF] = first
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         return self._fallback.sample_independent(study, trial, param_name, param_distribution)
@@ -381,10 +403,14 @@ class ParetoSurrogateSampler(BaseSampler):
         t_flops = self._flops[trained]
         levels, caps = front_steps(list(zip(t_mu, t_flops)), self._reference)
         floor = float(min(t_mu))
+        noise = model.noise_sd ** 2 / max(self._seeds_per_trial(observed), 1)
+        if not untried:
+            # Only repeats are possible: the most valuable one (by value, then posterior sd).
+            return -1 - self._best_repeat(model, trained, t_flops, floor, noise, repeatable,
+                                          -math.inf)[0]
         cand = np.array(untried)
         flops = self._flops[cand]
         mu, sd = model.predict(self._codes[cand])
-        noise = model.noise_sd ** 2 / max(self._seeds_per_trial(observed), 1)
         if self._acquisition == "thompson":
             draw = mu + sd * rng.standard_normal(mu.size)
             score = improvement(draw, flops, levels, caps, floor, self._reference)
@@ -401,24 +427,33 @@ class ParetoSurrogateSampler(BaseSampler):
             new_value = float(np.max(
                 expected_improvement(mu, change, flops, levels, caps, floor, self._reference)
                 - improvement(mu, flops, levels, caps, floor, self._reference)))
-            best_repeat, best_value = None, new_value
-            t_mean, t_cov = model.joint(self._codes[trained])
-            t_sd = np.sqrt(np.maximum(np.diag(t_cov), 0.0))
-            for j, i in enumerate(trained):
-                if i not in repeatable:
-                    continue
-                others = [k for k in range(len(trained)) if k != j]
-                lv, cp = front_steps([(t_mean[k], t_flops[k]) for k in others], self._reference)
-                ch = t_sd[j] ** 2 / math.sqrt(t_sd[j] ** 2 + noise)
-                mu_j, f_j = np.array([t_mean[j]]), np.array([t_flops[j]])
-                value = float(expected_improvement(mu_j, np.array([ch]), f_j, lv, cp, floor,
-                                                   self._reference)[0]
-                              - improvement(mu_j, f_j, lv, cp, floor, self._reference)[0])
-                if value > best_value * self._repeat_margin:
-                    best_repeat, best_value = i, value
+            best_repeat, _ = self._best_repeat(model, trained, t_flops, floor, noise,
+                                               repeatable, new_value * self._repeat_margin)
             if best_repeat is not None:
                 return -1 - best_repeat
         return choice
+
+    def _best_repeat(self, model, trained, t_flops, floor, noise, repeatable, threshold):
+        """The trained architecture (index) whose next training is worth most in hypervolume,
+        if that is worth more than ``threshold`` (else None), and its value. Ties (e.g. every
+        value 0) go to the larger posterior sd."""
+        best, best_key = None, (threshold, -math.inf)
+        t_mean, t_cov = model.joint(self._codes[trained])
+        t_sd = np.sqrt(np.maximum(np.diag(t_cov), 0.0))
+        for j, i in enumerate(trained):
+            if i not in repeatable:
+                continue
+            others = [k for k in range(len(trained)) if k != j]
+            lv, cp = front_steps([(t_mean[k], t_flops[k]) for k in others], self._reference)
+            ch = t_sd[j] ** 2 / math.sqrt(t_sd[j] ** 2 + noise)
+            mu_j, f_j = np.array([t_mean[j]]), np.array([t_flops[j]])
+            value = float(expected_improvement(mu_j, np.array([ch]), f_j, lv, cp, floor,
+                                               self._reference)[0]
+                          - improvement(mu_j, f_j, lv, cp, floor, self._reference)[0])
+            key = (value, float(t_sd[j]))
+            if value > threshold and key > best_key:
+                best, best_key = i, key
+        return best, best_key[0]
 
     def _seeds_per_trial(self, observed) -> int:
         """Seeds one training gives (``--repeats``): the most common count per trial."""

@@ -166,3 +166,46 @@ def test_cli_front_explain(known_study, capsys) -> None:
     code, stdout, err = run(capsys, "front", "--storage", url, "--study", "known", "--explain",
                             "--format", "csv")
     assert code == 2 and stdout == "" and "--explain" in err
+
+
+def test_report_answer_front_and_manifest_agree(known_study, tmp_path, capsys) -> None:
+    """report.html, answer.json and `front --format json` carry the same model numbers."""
+    from poolnas.search import fit_accuracy_model
+
+    handle, study, url = known_study
+    write_report(handle, study, tmp_path)
+    model = fit_accuracy_model(study)
+    assert model is not None
+    answer = json.loads((tmp_path / "answer.json").read_text())
+    assert [m["trial"] for m in answer["front_models"]] == answer["front"]
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "model mean ± sd" in page and "p_front" in page
+    assert main(["front", "--storage", url, "--study", "known", "--format", "json"]) == 0
+    rows = {r["trial"]: r for r in json.loads(capsys.readouterr().out)}
+    for entry in answer["front_models"]:
+        estimate = model.estimate(entry["architecture"])
+        assert entry["accuracy_mean"] == pytest.approx(estimate.mean)
+        assert entry["accuracy_sd"] == pytest.approx(estimate.sd)
+        assert entry["p_front"] == pytest.approx(estimate.p_front)
+        assert f"{estimate.mean:.4f} ± {estimate.sd:.4f}" in page
+        row = rows[entry["trial"]]
+        assert (row["accuracy_mean"], row["accuracy_sd"], row["p_front"]) == pytest.approx(
+            (entry["accuracy_mean"], entry["accuracy_sd"], entry["p_front"]))
+    # Every choice's effect vs the rest, with its interval, is in the page.
+    for choice in answer["choices"]:
+        if choice["effect"] is not None:
+            assert f"[{choice['effect_low'] * 100:+.1f}, {choice['effect_high'] * 100:+.1f}]" \
+                in page
+
+
+def test_study_figure_hover_carries_the_model_effects(known_study) -> None:
+    from poolnas.dashboards._annotate import choices_figure
+
+    _, study, _ = known_study
+    analysis = analyse_study(study)
+    figure = choices_figure(analysis)
+    hover = " ".join(t for trace in figure.data for t in trace.hovertext)
+    decided = [s for s in analysis.stats if s.effect is not None]
+    assert decided
+    for s in decided:
+        assert f"[{s.effect_low * 100:+.1f}, {s.effect_high * 100:+.1f}]" in hover

@@ -104,6 +104,16 @@ def test_export_reloads_in_plain_keras_and_reproduces_accuracy(searched, capsys,
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["input_shape"] == [8, 8, 1] and manifest["num_classes"] == 10
     assert manifest["models"]
+    # The accuracy model's numbers, the same as `poolnas front --format json`.
+    code, text, _ = run(capsys, "front", "--storage", f"sqlite:///{db}", "--study", "s",
+                        "--format", "json")
+    front = {r["trial"]: r for r in json.loads(text)}
+    for entry in manifest["models"]:
+        assert entry["accuracy_mean"] is not None and entry["accuracy_sd"] > 0
+        assert 0 <= entry["p_front"] <= 1
+        row = front[entry["trial"]]
+        assert (entry["accuracy_mean"], entry["accuracy_sd"], entry["p_front"]) == (
+            row["accuracy_mean"], row["accuracy_sd"], row["p_front"])
     # A separate process that imports only keras (and numpy/sklearn for the data).
     script = textwrap.dedent(f"""
         import json, sys

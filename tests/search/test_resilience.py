@@ -309,3 +309,58 @@ def _catches(pid: int, signum: int) -> bool:
         return False
     caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
     return bool(int(caught, 16) >> (signum - 1) & 1)
+
+
+# --- Re-evaluation with workers, on a database server, across a resume ---------------------
+
+#: 4 architectures: after 4 trainings every further trial must be a re-evaluation.
+FOUR = 'points = 1\nops = ["max", "avg"]\nskips = ["none", "projection"]\nwidths = [8, 8]\n'
+
+
+def check_repeats(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """Every re-evaluation repeats an earlier trained trial of its architecture, is trained
+    (not a copy), and was never started while another trial of that architecture was
+    training (0.5 s of grace: a trial's start is stamped just before its proposal)."""
+    from datetime import timedelta
+
+    by_number = {t.number: t for t in trials}
+    repeats = [t for t in trials if "repeat_of" in t.user_attrs]
+    for r in repeats:
+        first = by_number[r.user_attrs["repeat_of"]]
+        assert first.number < r.number
+        assert first.user_attrs["architecture"] == r.user_attrs["architecture"]
+        assert "duplicate_of" not in r.user_attrs and r.user_attrs["accuracies"]
+        for t in trials:
+            if t.number == r.number or t.params != r.params or t.datetime_start is None:
+                continue
+            end = t.datetime_complete
+            assert not (t.datetime_start < r.datetime_start
+                        and (end is None or end > r.datetime_start + timedelta(seconds=0.5))), (
+                f"trial {r.number} repeats {r.user_attrs['architecture']} while trial "
+                f"{t.number} trains it")
+    return repeats
+
+
+def test_reevaluation_with_two_workers_on_postgresql_and_a_resume(
+    new_database: Callable[[str], str], tmp_path: Path
+) -> None:
+    url = new_database("postgresql")
+    (tmp_path / "four.toml").write_text(FOUR)
+    artifacts = tmp_path / "shared-artifacts"
+    args = ["search", "--storage", url, "--study", "re", "--space", "four.toml",
+            "--artifacts", str(artifacts), "--workers", "2", "--seed", "1", *TINY]
+    result = run_cli([*args, "--trials", "7"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    trials = check_study(url, "re", 7, artifacts)
+    assert len(check_repeats(trials)) >= 3  # 4 architectures, 7 trainings
+    result = run_cli([*args, "--trials", "10"], tmp_path)  # the same command, a larger budget
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stdout
+    trials = check_study(url, "re", 10, artifacts)
+    repeats = check_repeats(trials)
+    assert len(repeats) >= 6 and len({t.user_attrs["worker"]["pid"] for t in trials}) >= 2
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    # No copies: every complete trial was trained, a first training or a repeat.
+    assert not [t for t in complete if "duplicate_of" in t.user_attrs]
+    unique = {t.user_attrs["architecture"] for t in complete}
+    assert len(unique) <= 4 and len(repeats) == len(complete) - len(unique)

@@ -265,3 +265,41 @@ def test_p_front_is_certain_for_clear_points_and_split_for_ties():
     p = dominance_probabilities(mean, cov, [1.0, 2.0, 2.0, 3.0], draws=4000)
     assert p[0] == 1.0 and p[3] == 0.0
     assert abs(p[1] - 0.5) < 0.05 and abs(p[2] - 0.5) < 0.05
+
+
+def test_once_everything_is_trained_it_repeats_but_never_a_running_one():
+    """4 architectures, all trained: each further proposal is a re-evaluation (repeat_of the
+    first trial of its architecture), never of the architecture another worker is training."""
+    space = SearchSpace(points=1, ops=("max", "avg"), skips=("none", "projection"),
+                        widths=(8, 8))
+    sampler = ParetoSurrogateSampler(space, flops_of, seed=0)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    distributions = sampler._search_space
+    rng = np.random.default_rng(0)
+    archs = list(space)
+    for arch in archs:
+        params = space.params_of(arch)
+        accuracy = accuracy_of({**params, "point2_skip": "none"}) + rng.normal(0, 0.02)
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=distributions, values=[accuracy, flops_of(params)],
+            user_attrs={"accuracies": [accuracy], "architecture": arch.key}))
+    for busy in archs:
+        # Another worker trains ``busy`` (a running trial with its parameters).
+        storage = study._storage
+        running = storage.create_new_trial(study._study_id)
+        for name, value in space.params_of(busy).items():
+            storage.set_trial_param(running, name, distributions[name].to_internal_repr(value),
+                                    distributions[name])
+        trial = study.ask()
+        assert space.suggest(trial).key != busy.key
+        first = storage.get_trial_user_attrs(trial._trial_id)["repeat_of"]
+        # The running trial sees the mark too (the recorder reads it there to train again).
+        assert trial.user_attrs["repeat_of"] == first
+        assert study.trials[first].params == trial.params
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        storage.set_trial_state_values(running, optuna.trial.TrialState.FAIL)
+    # Off: no repeat, a copy of a trained one (poolnas dedups it).
+    study.sampler = ParetoSurrogateSampler(space, flops_of, seed=0, reevaluate=False)
+    trial = study.ask()
+    space.suggest(trial)
+    assert "repeat_of" not in study._storage.get_trial_user_attrs(trial._trial_id)
