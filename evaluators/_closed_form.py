@@ -17,7 +17,8 @@ parameter values, without making an ``Architecture`` per row.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from poolnas.evaluators._flops import Cost, CostLayers, Shape
 from poolnas.spaces import (
@@ -31,6 +32,8 @@ from poolnas.spaces import (
 )
 
 _MEMO = 1 << 16
+#: What a part walk yields per part (a Cost, a tuple of kernels, …).
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=_MEMO)
@@ -68,14 +71,30 @@ def part_costs(arch: Architecture, input_shape: Sequence[int], num_classes: int,
     Raises:
         PoolnasError: The input is too small for ``arch``, or fewer than 2 classes.
     """
-    check_input_shape(arch, input_shape)
-    cost, shape = _stem_cost(arch.stem, arch.width, arch.blocks, _input(input_shape),
-                             float(input_scale), float(input_offset))
-    parts = [cost]
-    for point in arch.points:
-        cost, shape = _point_cost(point, shape)
-        parts.append(cost)
-    parts.append(_head_cost(shape, num_classes))
+    return walk_parts(arch, input_shape, num_classes, stem=_stem_cost, point=_point_cost,
+                      head=_head_cost, input_scale=input_scale, input_offset=input_offset)
+
+
+def walk_parts(arch: Architecture, input_shape: Sequence[int], num_classes: int, *,
+               stem: Callable[..., tuple[T, Shape]],
+               point: Callable[[DownsamplingPoint, Shape], tuple[T, Shape]],
+               head: Callable[[Shape, int], T], input_scale: float = 1.0,
+               input_offset: float = 0.0) -> list[T]:
+    """``arch`` part by part (stem stage, each point, head), each part's result from its
+    (memoised) function given the shape the part before left: what the closed-form costs and
+    the latency model's kernels both walk.
+
+    Raises:
+        PoolnasError: The input is too small for ``arch``.
+    """
+    check_input_shape(arch, tuple(input_shape))
+    result, shape = stem(arch.stem, arch.width, arch.blocks, _input(input_shape),
+                         float(input_scale), float(input_offset))
+    parts = [result]
+    for each in arch.points:
+        result, shape = point(each, shape)
+        parts.append(result)
+    parts.append(head(shape, num_classes))
     return parts
 
 

@@ -42,14 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from poolnas.evaluators._closed_form import _point_choices
+from poolnas.evaluators._closed_form import _point_choices, walk_parts
 from poolnas.evaluators._flops import CostLayers, Shape
 from poolnas.spaces import (
     Architecture,
     DownsamplingPoint,
     PoolnasError,
     SearchSpace,
-    check_input_shape,
     classifier_head,
     point_stage,
     stem_stage,
@@ -388,16 +387,8 @@ def _head_kernels(shape: Shape, num_classes: int) -> tuple[Kernel, ...]:
 
 def _parts(arch: Architecture, input_shape: Sequence[int], num_classes: int,
            input_scale: float, input_offset: float) -> list[tuple[Kernel, ...]]:
-    check_input_shape(arch, tuple(input_shape))
-    kernels, shape = _stem_kernels(arch.stem, arch.width, arch.blocks,
-                                   tuple(int(d) for d in input_shape), float(input_scale),
-                                   float(input_offset))
-    parts = [kernels]
-    for point in arch.points:
-        kernels, shape = _point_kernels(point, shape)
-        parts.append(kernels)
-    parts.append(_head_kernels(shape, num_classes))
-    return parts
+    return walk_parts(arch, input_shape, num_classes, stem=_stem_kernels, point=_point_kernels,
+                      head=_head_kernels, input_scale=input_scale, input_offset=input_offset)
 
 
 def architecture_kernels(arch: Architecture, input_shape: Sequence[int], num_classes: int, *,
