@@ -8,6 +8,7 @@ from poolnas.evaluators._breakdown import PointCost, point_costs
 from poolnas.evaluators._closed_form import architecture_cost, cost_table
 from poolnas.evaluators._data import BUILTIN_DATASETS, Dataset, keras_home, load_dataset
 from poolnas.evaluators._flops import Cost, LayerCost, count_cost, layer_costs
+from poolnas.evaluators._fused import evaluate_architectures
 from poolnas.evaluators._latency import (
     DEFAULT_TOLERANCE,
     RUNTIMES,
@@ -77,6 +78,7 @@ __all__ = [
     "cost_table",
     "count_cost",
     "evaluate_architecture",
+    "evaluate_architectures",
     "fresh_model",
     "fuse_updates",
     "layer_costs",
