@@ -69,7 +69,7 @@ from poolnas.search._reclaim import (
 )
 from poolnas.search._recorder import Candidate, TrialEvent, TrialHooks, TrialRecorder
 from poolnas.search._retrain import Retrained, kendall_tau, retrain_trials, study_data
-from poolnas.search._runner import SearchRunner, TrialReport
+from poolnas.search._runner import SearchRunner, TrialReport, auto_parallel
 from poolnas.search._samplers import SAMPLERS, make_sampler
 from poolnas.search._settings import (
     METRIC_NAMES,
@@ -172,6 +172,7 @@ __all__ = [
     "trial_record",
     "trial_seed",
     "write_file_atomically",
+    "auto_parallel",
 ]
 
 _KERAS_TUNER_NAMES = ("TUNERS", "KerasTunerRunner", "OptunaOracle", "OptunaSearch",

@@ -91,6 +91,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---------------------------------------------------------------------- argument types
+def _parallel(text: str) -> int | None:
+    """``--parallel``: ``auto`` (None) or a whole number of at least 1."""
+    if text.strip().lower() == "auto":
+        return None
+    return _positive_int(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -253,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--workers", type=_positive_int, default=1,
                         help="worker processes on this machine, sharing the CPU cores "
                         "(default: 1)")
+    search.add_argument("--parallel", type=_parallel, default=None, metavar="K",
+                        help="train K trials together in one fused training step (each still "
+                        "its own trial with its own seed and the same result as alone); auto "
+                        "(default) picks K from the accelerator, the cores and the image size; "
+                        "1 trains one trial at a time")
     search.add_argument("--heartbeat", type=_positive_int, default=60,
                         help="seconds between heartbeats of a running trial; a trial silent for "
                         "twice this is failed and retried (default: 60)")
@@ -458,6 +470,9 @@ def _search(args: argparse.Namespace) -> int:
         raise PoolnasError("--no-reevaluate is an option of --engine optuna's surrogate sampler")
     if keras_tuner and args.workers > 1:
         raise PoolnasError("--engine keras-tuner runs one KerasTuner tuner; leave out --workers")
+    if keras_tuner and args.parallel not in (None, 1):
+        raise PoolnasError("--parallel is an option of --engine optuna; KerasTuner trains one "
+                           "trial at a time")
     say = None if args.quiet else _say
     with announce_if_slow("importing TensorFlow", say):
         quiet_tensorflow()
@@ -484,6 +499,7 @@ def _search(args: argparse.Namespace) -> int:
         latency_tolerance=args.latency_tolerance, latency_table=args.latency_table,
         artifacts=args.artifacts,
         heartbeat=args.heartbeat, reevaluate=args.reevaluate,
+        parallel=1 if keras_tuner else args.parallel,
     )
     report = None if args.quiet else _print_report
     if keras_tuner:
@@ -504,7 +520,8 @@ def _search(args: argparse.Namespace) -> int:
               f"trials done; data {config.dataset} {tuple(data.input_shape)} x "
               f"{len(data.y_train)} train / {len(data.y_val)} val, {data.num_classes} classes; "
               f"space of {config.space.size:,} architectures; {proposer}"
-              + (f"; {args.workers} workers x {threads} threads" if args.workers > 1 else ""),
+              + (f"; {args.workers} workers x {threads} threads" if args.workers > 1 else "")
+              + (f"; {runner.parallel} trials per fused step" if runner.parallel > 1 else ""),
               flush=True)
     front = run_with_workers(runner, args.workers - 1, threads=threads, report=report)
     done = runner.complete_trials()

@@ -51,6 +51,10 @@ class SearchConfig:
             one whose worker ran on this machine and died is failed at once.
         reevaluate: Whether the surrogate sampler may spend a training on another seed of a
             contested architecture (``repeat_of``) instead of a new one (default: True).
+        parallel: Trials trained together in one fused training step
+            (:func:`~poolnas.evaluators.evaluate_architectures`); 1 (default): one trial at a
+            time; None: automatic (:func:`~poolnas.search.auto_parallel`). Each is still its
+            own trial, with its own seed and the same result as trained alone.
         worker: Index of this worker among those started together (``--workers``), for
             messages. Workers need no seeds of their own: each trial draws with a seed made of
             ``seed`` and the trial's number.
@@ -75,6 +79,7 @@ class SearchConfig:
     artifacts: str | None = None
     heartbeat: int = 60
     reevaluate: bool = True
+    parallel: int | None = 1
     worker: int = 0
 
     def __post_init__(self) -> None:
@@ -105,6 +110,11 @@ class SearchConfig:
         if not isinstance(self.heartbeat, int) or self.heartbeat < 1:
             raise PoolnasError(f"--heartbeat must be a positive whole number of seconds, "
                                f"got {self.heartbeat!r}")
+        if self.parallel is not None and (isinstance(self.parallel, bool)
+                                          or not isinstance(self.parallel, int)
+                                          or self.parallel < 1):
+            raise PoolnasError(f"--parallel must be a whole number of at least 1, "
+                               f"got {self.parallel!r}")
         if not isinstance(self.worker, int) or self.worker < 0:
             raise PoolnasError(f"worker index must be 0 or more, got {self.worker!r}")
         if self.artifacts is None and needs_artifact_dir(self.storage):

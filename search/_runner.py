@@ -11,9 +11,11 @@ FLOPs (minimize). :class:`TrialReport` is what the progress line of a finished t
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,6 +26,7 @@ from poolnas.evaluators import (
     LatencyTable,
     cached_table,
     evaluate_architecture,
+    evaluate_architectures,
     load_dataset,
     space_kernels,
 )
@@ -71,6 +74,28 @@ def announce_if_slow(what: str, say: Callable[[str], None] | None,
         yield
     finally:
         timer.cancel()
+
+
+def auto_parallel(input_shape: tuple[int, ...], *, accelerator: bool | None = None) -> int:
+    """``--parallel auto``: how many trials to train together in one fused step.
+
+    Fusing pays where one small model leaves the device idle between its kernels: on an
+    accelerator, 8 candidates; on CPU cores, 4 for images of up to 16×16 pixels (digits-sized
+    models, whose steps are mostly framework overhead) and 2 above, where each step already
+    keeps the cores busy (``docs/benchmarks.md``, "Fused trials").
+
+    Args:
+        input_shape: The data's ``(height, width, channels)``.
+        accelerator: Whether TensorFlow sees a GPU (None: ask TensorFlow).
+    """
+    if accelerator is None:
+        import tensorflow as tf
+
+        accelerator = bool(tf.config.list_physical_devices("GPU"))
+    if accelerator:
+        return 8
+    height, width = (int(d) for d in input_shape[:2])
+    return 4 if height * width <= 16 * 16 else 2
 
 
 @dataclass
@@ -121,6 +146,9 @@ class SearchRunner:
                 data = load_dataset(config.dataset, seed=config.seed, **config.data_options)
         self.data = data
         config.space.check_input_shape(self.data.input_shape)
+        #: Trials trained together per fused step (``--parallel``; 1: one at a time).
+        self.parallel = (config.parallel if config.parallel is not None
+                         else auto_parallel(self.data.input_shape))
         import keras  # noqa: F401  (imported before the freeze below)
 
         # Every trial clears Keras' session, a full garbage collection: keep it cheap.
@@ -158,6 +186,10 @@ class SearchRunner:
         self._lock: StudyLock | None = None
         self._interrupted_trial: int | None = None
         self._current_trial: int | None = None
+        #: The trials of a fused batch a signal interrupted (failed; queued again on the way out).
+        self._interrupted_batch: list[int] = []
+        self._in_batch = False
+        self._free_slots = 0
 
     def _latency_table(self, announce: Callable[[str], None] | None) -> LatencyTable | None:
         """A latency study's kernel table: the one it stored, or (a new study) this machine's
@@ -276,6 +308,8 @@ class SearchRunner:
 
     def _stop_optimizing(self, study: optuna.Study) -> None:
         """End ``study.optimize`` after this trial (the KerasTuner engine stops its tuner)."""
+        if self._in_batch:
+            return  # No optimize loop runs a batch; run() sees the study done or failing.
         study.stop()
 
     # ------------------------------------------------------------------ run
@@ -317,7 +351,10 @@ class SearchRunner:
                     lock.acquire()
                     try:
                         step = self._next_step()
-                        if step == "run":
+                        if step == "run" and self._batch_size() > 1:
+                            self._lock = lock  # Released once the batch's trials exist.
+                            self._run_batch(self._batch_size())
+                        elif step == "run":
                             self._lock = lock  # The objective releases it once it has begun.
                             self._run_one_trial()
                     finally:
@@ -355,11 +392,17 @@ class SearchRunner:
         # nor the grid sampler: its seed shuffles the grid, and trial k takes point k of that
         # order, so every trial, worker and resume must see the one order of the study's seed
         # (a new order per trial proposed points twice while others were left).
-        seed = (self.config.seed * 1_000_003 + len(trials)) % 2**32
+        self._reseed_sampler(len(trials))
+        self._free_slots = self.config.trials - complete - sum(t.state == state.RUNNING
+                                                               for t in trials)
+        return "run"
+
+    def _reseed_sampler(self, number: int) -> None:
+        """Give the sampler the seed of trial ``number`` (see :meth:`_next_step`)."""
+        seed = (self.config.seed * 1_000_003 + number) % 2**32
         if not isinstance(self.study.sampler,
                           (ParetoSurrogateSampler, optuna.samplers.GridSampler)):
             self.study.sampler = self._sampler(seed)
-        return "run"
 
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         return make_sampler(self.config.sampler, self.config.space, seed,
@@ -386,8 +429,153 @@ class SearchRunner:
             self._report_failed(taken, "another worker took it for dead (its heartbeat was "
                                 "late; raise --heartbeat); it is queued again")
 
+    # ------------------------------------------------------------------ fused batches
+    def _batch_size(self) -> int:
+        """How many trials the next step trains together: ``--parallel``, at most the free
+        slots (1: one trial through ``study.optimize``, as without ``--parallel``)."""
+        return max(1, min(self.parallel, self._free_slots))
+
+    def _run_batch(self, size: int) -> None:
+        """Ask ``size`` trials, train their architectures in one fused step, tell each.
+
+        Called while holding the study lock, which is released once the trials exist (as
+        :meth:`_objective_recording_failures` does for one trial). Each trial is recorded
+        through the :class:`~poolnas.search.TrialRecorder` as it would be alone: its own
+        architecture, seed, values, artifact and callbacks (:meth:`_after_trial`); a trial
+        whose training fails (diverges) fails alone. The sampler is asked ``size`` times
+        before any trial is told; the trials asked earlier are RUNNING while it proposes the
+        later ones. An architecture that comes twice in one batch is trained once: the later
+        trial is begun after the earlier is told, and the recorder makes it a duplicate.
+        """
+        state = optuna.trial.TrialState
+        storage = self.study._storage
+        trials: list[optuna.Trial] = []
+        try:
+            for _ in range(size):
+                self._reseed_sampler(len(self.study.get_trials(deepcopy=False)))
+                with warnings.catch_warnings():
+                    # Optuna warns that its heartbeat is meant for optimize(); this loop runs
+                    # the heartbeat of each asked trial itself.
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                    trial = self.study.ask()
+                trials.append(trial)
+                trial.set_user_attr(TrialAttrs.WORKER, self.identity.as_attr())
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+        self._in_batch = True
+        try:
+            with contextlib.ExitStack() as beats:
+                for trial in trials:
+                    beats.enter_context(
+                        optuna.storages._heartbeat.get_heartbeat_thread(trial._trial_id,
+                                                                        storage)
+                        if has_optuna_heartbeat(storage) else
+                        AttrHeartbeat(storage, trial._trial_id, self.config.heartbeat))
+                self._train_batch(trials)
+        except KeyboardInterrupt as error:
+            why = f"interrupted: {self._stopped_by(error)}"
+            for trial in trials:
+                if storage.get_trial(trial._trial_id).state == state.RUNNING:
+                    trial.set_user_attr(TrialAttrs.FAIL_REASON, why)
+                    self.study.tell(trial, state=state.FAIL)
+                    self._interrupted_batch.append(trial._trial_id)
+            raise
+        finally:
+            self._in_batch = False
+            gc.collect()
+
+    def _train_batch(self, trials: list[optuna.Trial]) -> None:
+        """Begin every trial, train those that need it together, record and tell each."""
+        budget = self.config.budget
+        candidates, later = [], []
+        keys: set[str] = set()
+        for trial in trials:
+            try:
+                arch = self.config.space.suggest(trial)
+                if arch.key in keys:
+                    later.append((trial, arch))  # Begun once the first is told.
+                    continue
+                candidate = self.recorder.begin(trial, arch, epochs=budget.epochs)
+            except Exception as error:  # noqa: BLE001 - this trial fails alone
+                self._tell_failed(trial, error)
+                continue
+            if candidate.needs_training:
+                keys.add(arch.key)
+                candidates.append(candidate)
+            else:
+                self._tell(trial, values=candidate.values)
+        try:
+            outcomes = evaluate_architectures(
+                [c.arch for c in candidates], self.data, budget,
+                seeds=[self.recorder.seed(c.trial.number) for c in candidates],
+                interrupted=self.stop.signalled) if candidates else []
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # noqa: BLE001 - the fused step itself failed
+            if self.stop.signal is not None:
+                raise KeyboardInterrupt(self._stopped_by(error)) from error
+            outcomes = [error] * len(candidates)
+        for candidate, outcome in zip(candidates, outcomes):
+            self._record(candidate, outcome)
+        for trial, arch in later:
+            try:
+                candidate = self.recorder.begin(trial, arch, epochs=budget.epochs)
+                if not candidate.needs_training:
+                    self._tell(trial, values=candidate.values)
+                    continue
+                outcome = evaluate_architecture(arch, self.data, budget,
+                                                seed=self.recorder.seed(trial.number),
+                                                interrupted=self.stop.signalled)
+            except KeyboardInterrupt:
+                raise
+            except Exception as error:  # noqa: BLE001 - this trial fails alone
+                outcome = error
+            self._record(candidate, outcome)
+
+    def _record(self, candidate, outcome) -> None:
+        """Record and tell one trained (or failed) candidate of a batch."""
+        if isinstance(outcome, BaseException):
+            self._tell_failed(candidate.trial, outcome)
+            return
+        try:
+            values = self.recorder.record_trained(
+                candidate, model=outcome.model, accuracy=outcome.accuracy,
+                accuracies=outcome.accuracies, train_seconds=outcome.train_seconds,
+                seconds=outcome.seconds)
+        except Exception as error:  # noqa: BLE001 - e.g. the artifact store is full
+            self._tell_failed(candidate.trial, error)
+            return
+        self.timings.append(candidate.seconds)
+        self._tell(candidate.trial, values=values)
+
+    def _tell_failed(self, trial: optuna.Trial, error: BaseException) -> None:
+        reason = f"{type(error).__name__}: {error}".strip()
+        trial.set_user_attr(TrialAttrs.FAIL_REASON,
+                            reason.splitlines()[0][:500] if reason else "error")
+        self._tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    def _tell(self, trial: optuna.Trial, *, values=None, state=None) -> None:
+        """Tell one trial of a batch and run what runs after a trial."""
+        try:
+            frozen = self.study.tell(trial, values, state=state)
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            # Another worker failed it meanwhile (its heartbeat was late) and queued it again.
+            taken = self.study._storage.get_trial(trial._trial_id)
+            if taken.state != optuna.trial.TrialState.FAIL:
+                raise
+            self._report_failed(taken, "another worker took it for dead (its heartbeat was "
+                                "late; raise --heartbeat); it is queued again")
+            return
+        self._after_trial(self.study, frozen)
+
     def _queue_interrupted_trial(self) -> None:
         """Queue the trial a signal interrupted again, so that a resume trains it first."""
+        batch, self._interrupted_batch = self._interrupted_batch, []
+        for trial_id in batch:
+            frozen = self.study._storage.get_trial(trial_id)
+            if frozen.state == optuna.trial.TrialState.FAIL:
+                retry_callback(self.study._storage)(self.study, frozen)
         trial_id, self._interrupted_trial = self._interrupted_trial, None
         if trial_id is None:
             return
