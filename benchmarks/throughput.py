@@ -21,6 +21,23 @@ float32 matmul peak measured in the same run.
 
     python benchmarks/throughput.py              # 3 rounds x 5 trials per contender
     python benchmarks/throughput.py --quick      # 1 round x 2 trials, 1 epoch
+
+``--whole-process`` measures what a user waits for instead: whole processes, start-up included,
+one after the other in each round (order rotating), on ``--dataset`` (digits or a folder such
+as ``benchmarks/make_shapes_folder.py shapes --per-class 300``):
+
+- ``poolnas K=k``: ``poolnas search --sampler random --parallel k --trials N --epochs E`` on a
+  fresh SQLite file, for each k of ``--parallel`` (default ``1,auto``);
+- ``keras-tuner``: a process that imports KerasTuner, loads the same data and runs
+  ``RandomSearch`` over the same space for N trials (``--worker keras-tuner`` below).
+
+It reports trials per minute (N / process seconds), the ratio to KerasTuner, and poolnas'
+training FLOP rate (3 x forward FLOPs x samples, summed over the study's trials, over their
+summed training-step seconds, tracing excluded as in the per-trial mode) against the float32
+matmul peak measured in the same round::
+
+    python benchmarks/throughput.py --whole-process --trials 10 --epochs 5
+    python benchmarks/throughput.py --whole-process --dataset shapes --trials 4 --epochs 2
 """
 
 from __future__ import annotations
@@ -66,14 +83,15 @@ def _split_fit(epochs: list[float]) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------ contenders
-def run_keras_tuner(budget, seed: int, trials: int, workdir: str) -> dict[str, Any]:
+def run_keras_tuner(budget, seed: int, trials: int, workdir: str,
+                    dataset: str = "digits") -> dict[str, Any]:
     import keras_tuner as kt
 
     from poolnas.evaluators import load_dataset
     from poolnas.spaces import SearchSpace, build_model
 
     tick = time.perf_counter()
-    data = load_dataset("digits", seed=0)
+    data = load_dataset(dataset, seed=0)
     data_seconds = time.perf_counter() - tick
     space = SearchSpace()
     timers: list[Any] = []
@@ -196,7 +214,7 @@ def worker(args) -> None:
     keys = args.keys.split(",") if args.keys else []
     with tempfile.TemporaryDirectory(prefix="poolnas-throughput-") as workdir:
         if args.worker == "keras-tuner":
-            result = run_keras_tuner(budget, args.seed, args.trials, workdir)
+            result = run_keras_tuner(budget, args.seed, args.trials, workdir, args.dataset)
         elif args.worker == "poolnas":
             result = run_poolnas(budget, args.seed, keys, workdir)
         elif args.worker == "plain":
@@ -271,6 +289,85 @@ def summarise(runs: dict[str, list[dict[str, Any]]], *, epochs: int, peak: float
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------ whole process
+def _timed(argv: list[str]) -> float:
+    """Seconds a whole process takes (it must succeed)."""
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def _study_rate(db: Path, epochs: int, samples_per_epoch: int) -> dict[str, float]:
+    """A poolnas study's training FLOPs and the seconds its trials spent in training steps."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.load_study(study_name="poolnas", storage=f"sqlite:///{db}")
+    flops = seconds = 0.0
+    for trial in study.get_trials(deepcopy=False):
+        phases = trial.user_attrs.get("seconds") or {}
+        if trial.state.name == "COMPLETE" and "train" in phases:
+            flops += 3 * trial.user_attrs["flops"] * samples_per_epoch * epochs
+            seconds += phases["train"]  # training steps, as in the per-trial mode
+    return {"flops": flops, "seconds": seconds}
+
+
+def whole_process(args) -> str:
+    """Run the whole-process comparison; the markdown table."""
+    from poolnas.evaluators import load_dataset
+
+    data = load_dataset(args.dataset, seed=0)
+    samples = (len(data.y_train) // min(64, len(data.y_train))) * min(64, len(data.y_train))
+    poolnas = str(Path(sys.executable).with_name("poolnas"))
+    ks = args.parallel.split(",")
+    names = ["keras-tuner", *(f"poolnas K={k}" for k in ks)]
+    seconds: dict[str, list[float]] = {n: [] for n in names}
+    rates: dict[str, list[float]] = {n: [] for n in names[1:]}
+    peaks = []
+    for round_ in range(args.rounds):
+        order = names[round_ % len(names):] + names[:round_ % len(names)]
+        with tempfile.TemporaryDirectory(prefix="poolnas-whole-") as workdir:
+            for name in order:
+                if name == "keras-tuner":
+                    seconds[name].append(_timed([
+                        sys.executable, __file__, "--worker", "keras-tuner", "--seed",
+                        str(1000 + round_), "--trials", str(args.trials), "--epochs",
+                        str(args.epochs), "--dataset", args.dataset]))
+                    continue
+                k = name.split("=")[1]
+                db = Path(workdir) / f"k{k}.db"
+                seconds[name].append(_timed([
+                    poolnas, "search", "--storage", f"sqlite:///{db}", "--sampler", "random",
+                    "--dataset", args.dataset, "--trials", str(args.trials), "--epochs",
+                    str(args.epochs), "--parallel", k, "--seed", str(round_), "--quiet"]))
+                rate = _study_rate(db, args.epochs, samples)
+                rates[name].append(rate["flops"] / rate["seconds"])
+        peaks.append(_spawn("--worker", "peak")["peak_flops"])
+        print(f"round {round_ + 1}/{args.rounds}: " + ", ".join(
+            f"{n} {seconds[n][-1]:.1f} s" for n in names), file=sys.stderr, flush=True)
+    peak = max(peaks)
+    base = statistics.median(seconds["keras-tuner"])
+    lines = [f"Whole processes on {args.dataset} {tuple(data.input_shape)}, {args.trials} random "
+             f"trials x {args.epochs} epochs, {args.rounds} rounds (median):", "",
+             "| contender | process seconds | trials per minute | × KerasTuner | "
+             "training FLOP rate | of matmul peak |", "|---|---:|---:|---:|---:|---:|"]
+    for name in names:
+        s = statistics.median(seconds[name])
+        cells = ["–", "–"]
+        if name in rates:
+            rate = statistics.median(rates[name])
+            cells = [f"{rate / 1e9:.2f} GFLOP/s", f"{rate / peak:.1%}"]
+        lines.append(f"| {name} | {s:.1f} | {60 * args.trials / s:.1f} | {base / s:.2f} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", f"float32 matmul peak (2048², TensorFlow, best of 10, best round): "
+              f"{peak / 1e9:.1f} GFLOP/s. Rounds: " + "; ".join(
+                  ", ".join(f"{n} {seconds[n][i]:.1f}" for n in names)
+                  for i in range(args.rounds))]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 round x 2 trials, 1 epoch")
@@ -278,12 +375,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None, help="also write <out>.md/.json")
+    parser.add_argument("--whole-process", action="store_true",
+                        help="whole processes (start-up included): poolnas search --parallel K "
+                        "vs a KerasTuner RandomSearch process")
+    parser.add_argument("--dataset", default="digits",
+                        help="with --whole-process: digits or a folder data set")
+    parser.add_argument("--parallel", default="1,auto",
+                        help="with --whole-process: comma-separated --parallel values")
     parser.add_argument("--worker", choices=(*CONTENDERS, "peak"), help=argparse.SUPPRESS)
     parser.add_argument("--keys", default="", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args)
+        return
+    if args.whole_process:
+        text = whole_process(args)
+        print(text)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.with_suffix(".md").write_text(text + "\n")
         return
     rounds, trials, epochs = (1, 2, 1) if args.quick else (args.rounds, args.trials, args.epochs)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONTENDERS}
