@@ -210,6 +210,10 @@ def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
 def worker(args) -> None:
     from poolnas.evaluators import Budget
 
+    if args.mixed_precision:
+        import keras
+
+        keras.mixed_precision.set_global_policy("mixed_float16")
     budget = Budget(epochs=args.epochs)
     keys = args.keys.split(",") if args.keys else []
     with tempfile.TemporaryDirectory(prefix="poolnas-throughput-") as workdir:
@@ -320,7 +324,14 @@ def whole_process(args) -> str:
 
     data = load_dataset(args.dataset, seed=0)
     samples = (len(data.y_train) // min(64, len(data.y_train))) * min(64, len(data.y_train))
-    poolnas = str(Path(sys.executable).with_name("poolnas"))
+    # poolnas' CLI in a fresh interpreter; with --mixed-precision Keras' global policy is set
+    # first (poolnas has no option for it: this measures what it would give).
+    policy = "mixed_float16" if args.mixed_precision else None
+    poolnas = [sys.executable, "-c",
+               "import sys, keras; p = sys.argv.pop(1); "
+               "p != 'none' and keras.mixed_precision.set_global_policy(p); "
+               "from poolnas.search._cli import main; sys.exit(main(sys.argv[1:]))",
+               policy or "none"]
     ks = args.parallel.split(",")
     names = ["keras-tuner", *(f"poolnas K={k}" for k in ks)]
     seconds: dict[str, list[float]] = {n: [] for n in names}
@@ -334,12 +345,13 @@ def whole_process(args) -> str:
                     seconds[name].append(_timed([
                         sys.executable, __file__, "--worker", "keras-tuner", "--seed",
                         str(1000 + round_), "--trials", str(args.trials), "--epochs",
-                        str(args.epochs), "--dataset", args.dataset]))
+                        str(args.epochs), "--dataset", args.dataset,
+                        *(["--mixed-precision"] if policy else [])]))
                     continue
                 k = name.split("=")[1]
                 db = Path(workdir) / f"k{k}.db"
                 seconds[name].append(_timed([
-                    poolnas, "search", "--storage", f"sqlite:///{db}", "--sampler", "random",
+                    *poolnas, "search", "--storage", f"sqlite:///{db}", "--sampler", "random",
                     "--dataset", args.dataset, "--trials", str(args.trials), "--epochs",
                     str(args.epochs), "--parallel", k, "--seed", str(round_), "--quiet"]))
                 rate = _study_rate(db, args.epochs, samples)
@@ -350,7 +362,8 @@ def whole_process(args) -> str:
     peak = max(peaks)
     base = statistics.median(seconds["keras-tuner"])
     lines = [f"Whole processes on {args.dataset} {tuple(data.input_shape)}, {args.trials} random "
-             f"trials x {args.epochs} epochs, {args.rounds} rounds (median):", "",
+             f"trials x {args.epochs} epochs, {args.rounds} rounds (median); Keras policy "
+             f"{policy or 'float32'}:", "",
              "| contender | process seconds | trials per minute | × KerasTuner | "
              "training FLOP rate | of matmul peak |", "|---|---:|---:|---:|---:|---:|"]
     for name in names:
@@ -382,6 +395,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="with --whole-process: digits or a folder data set")
     parser.add_argument("--parallel", default="1,auto",
                         help="with --whole-process: comma-separated --parallel values")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="with --whole-process: Keras' mixed_float16 policy in every process")
     parser.add_argument("--worker", choices=(*CONTENDERS, "peak"), help=argparse.SUPPRESS)
     parser.add_argument("--keys", default="", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)

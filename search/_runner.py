@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -432,8 +432,10 @@ class SearchRunner:
     # ------------------------------------------------------------------ fused batches
     def _batch_size(self) -> int:
         """How many trials the next step trains together: ``--parallel``, at most the free
-        slots (1: one trial through ``study.optimize``, as without ``--parallel``)."""
-        return max(1, min(self.parallel, self._free_slots))
+        slots and at most the failures still allowed in a row (1: one trial through
+        ``study.optimize``, as without ``--parallel``)."""
+        return max(1, min(self.parallel, self._free_slots,
+                          MAX_CONSECUTIVE_FAILURES - self._failures))
 
     def _run_batch(self, size: int) -> None:
         """Ask ``size`` trials, train their architectures in one fused step, tell each.
@@ -450,6 +452,7 @@ class SearchRunner:
         state = optuna.trial.TrialState
         storage = self.study._storage
         trials: list[optuna.Trial] = []
+        archs: list[Any] = []
         try:
             for _ in range(size):
                 self._reseed_sampler(len(self.study.get_trials(deepcopy=False)))
@@ -460,6 +463,12 @@ class SearchRunner:
                     trial = self.study.ask()
                 trials.append(trial)
                 trial.set_user_attr(TrialAttrs.WORKER, self.identity.as_attr())
+                # Drawn now, with this trial's sampler seed; the next trial is proposed with
+                # this one RUNNING and its architecture known.
+                try:
+                    archs.append(self.config.space.suggest(trial))
+                except Exception as error:  # noqa: BLE001 - this trial fails alone
+                    archs.append(error)
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -472,7 +481,7 @@ class SearchRunner:
                                                                         storage)
                         if has_optuna_heartbeat(storage) else
                         AttrHeartbeat(storage, trial._trial_id, self.config.heartbeat))
-                self._train_batch(trials)
+                self._train_batch(trials, archs)
         except KeyboardInterrupt as error:
             why = f"interrupted: {self._stopped_by(error)}"
             for trial in trials:
@@ -485,14 +494,15 @@ class SearchRunner:
             self._in_batch = False
             gc.collect()
 
-    def _train_batch(self, trials: list[optuna.Trial]) -> None:
+    def _train_batch(self, trials: list[optuna.Trial], archs: list[Any]) -> None:
         """Begin every trial, train those that need it together, record and tell each."""
         budget = self.config.budget
         candidates, later = [], []
         keys: set[str] = set()
-        for trial in trials:
+        for trial, arch in zip(trials, archs):
             try:
-                arch = self.config.space.suggest(trial)
+                if isinstance(arch, Exception):
+                    raise arch
                 if arch.key in keys:
                     later.append((trial, arch))  # Begun once the first is told.
                     continue
@@ -558,7 +568,15 @@ class SearchRunner:
     def _tell(self, trial: optuna.Trial, *, values=None, state=None) -> None:
         """Tell one trial of a batch and run what runs after a trial."""
         try:
-            frozen = self.study.tell(trial, values, state=state)
+            # A sampler may end the optimize loop from its after_trial (the grid sampler does
+            # when the grid is used up); Study.stop refuses outside one, so tell as if inside:
+            # run() ends by itself when the study is done.
+            local = self.study._thread_local
+            inside, local.in_optimize_loop = local.in_optimize_loop, True
+            try:
+                frozen = self.study.tell(trial, values, state=state)
+            finally:
+                local.in_optimize_loop = inside
         except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
             # Another worker failed it meanwhile (its heartbeat was late) and queued it again.
             taken = self.study._storage.get_trial(trial._trial_id)
