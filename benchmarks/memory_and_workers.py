@@ -58,7 +58,7 @@ def rss_mib() -> tuple[float, float]:
     return current, peak
 
 
-def memory_child(trials: int, folder: str) -> None:
+def memory_child(trials: int, folder: str, parallel: int = 1) -> None:
     """Run one long search in this process; print a JSON line after every trial."""
     import optuna
 
@@ -74,6 +74,7 @@ def memory_child(trials: int, folder: str) -> None:
         study="memory", storage=f"sqlite:///{Path(folder) / 'memory.db'}", trials=trials,
         sampler="random", space=SearchSpace.from_file(space_file), dataset="digits",
         data_options={"subset": 300}, budget=Budget(epochs=1, batch_size=128), seed=0,
+        parallel=parallel,
     )
 
     def report(r: Any) -> None:
@@ -90,11 +91,12 @@ def memory_child(trials: int, folder: str) -> None:
     runner.run()
 
 
-def run_memory(trials: int, checkpoints: list[int]) -> dict[str, Any]:
+def run_memory(trials: int, checkpoints: list[int], parallel: int = 1) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="poolnas-memory-") as folder:
         started = time.perf_counter()
         result = subprocess.run(
-            [sys.executable, __file__, "--memory-child", str(trials), folder],
+            [sys.executable, __file__, "--memory-child", str(trials), folder,
+             "--parallel", str(parallel)],
             capture_output=True, text=True, check=True,
         )
         wall = time.perf_counter() - started
@@ -159,10 +161,12 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-workers", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="--parallel K of the memory run (trials per fused step)")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        memory_child(int(args.memory_child[0]), args.memory_child[1])
+        memory_child(int(args.memory_child[0]), args.memory_child[1], args.parallel)
         return
 
     trials = args.trials or (25 if args.quick else 200)
@@ -171,10 +175,11 @@ def main() -> None:
     print(f"machine: {results['machine']}", flush=True)
     if not args.skip_memory:
         checkpoints = sorted({min(20, trials), trials // 2, trials})
-        memory = run_memory(trials, checkpoints)
+        memory = run_memory(trials, checkpoints, args.parallel)
         results["memory"] = memory
         print(f"\nMemory of one search process, {memory['trials']} trials "
-              f"({memory['trained']} trained, random sampler), {memory['wall_seconds']} s:")
+              f"({memory['trained']} trained, random sampler, --parallel {args.parallel}), "
+              f"{memory['wall_seconds']} s:")
         print("| after | trials/s so far | resident MiB | peak MiB |")
         print("|---|---|---|---|")
         setup = memory["after_setup"]
