@@ -155,7 +155,7 @@ def evaluate_architectures(
         loss_sums.assign_add(tf.stack(losses))
 
     # One trace for the whole array; reduce_retracing keeps it one (every batch is full).
-    traced = tf.function(step, reduce_retracing=True)
+    traced = tf.function(step, reduce_retracing=True, autograph=False)
     dataset = tf.data.Dataset.zip(tuple(_batches(data, budget, seed) for _, seed, _ in members))
     epoch_seconds: list[float] = []
     diverged: dict[int, tuple[int, float]] = {}  # member -> (epoch, loss)
