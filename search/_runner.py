@@ -80,22 +80,22 @@ def auto_parallel(input_shape: tuple[int, ...], *, accelerator: bool | None = No
     """``--parallel auto``: how many trials to train together in one fused step.
 
     Fusing pays where one small model leaves the device idle between its kernels: on an
-    accelerator, 8 candidates; on CPU cores, 4 for images of up to 16×16 pixels (digits-sized
-    models, whose steps are mostly framework overhead) and 2 above, where each step already
-    keeps the cores busy (``docs/benchmarks.md``, "Fused trials").
+    accelerator, 8 candidates (HFTA's setting; unmeasured here: ``benchmarks/gpu_check.sh``).
+    On CPU cores, 1: there the cost that dominates a small trial is TensorFlow tracing each
+    model's part of the step, single-threaded Python that fusing does not share, and the gain
+    measured on 2 cores is small (``docs/benchmarks.md``, "Fused trials"); ``--parallel K``
+    still fuses on a CPU when asked.
 
     Args:
-        input_shape: The data's ``(height, width, channels)``.
+        input_shape: The data's ``(height, width, channels)`` (the model size grows with it;
+            kept for a rule that uses it once measured).
         accelerator: Whether TensorFlow sees a GPU (None: ask TensorFlow).
     """
     if accelerator is None:
         import tensorflow as tf
 
         accelerator = bool(tf.config.list_physical_devices("GPU"))
-    if accelerator:
-        return 8
-    height, width = (int(d) for d in input_shape[:2])
-    return 4 if height * width <= 16 * 16 else 2
+    return 8 if accelerator else 1
 
 
 @dataclass
@@ -149,6 +149,8 @@ class SearchRunner:
         #: Trials trained together per fused step (``--parallel``; 1: one at a time).
         self.parallel = (config.parallel if config.parallel is not None
                          else auto_parallel(self.data.input_shape))
+        if self.engine is not None:
+            self.parallel = 1  # Another engine (KerasTuner) proposes and trains one at a time.
         import keras  # noqa: F401  (imported before the freeze below)
 
         # Every trial clears Keras' session, a full garbage collection: keep it cheap.
