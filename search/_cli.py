@@ -263,8 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--parallel", type=_parallel, default=None, metavar="K",
                         help="train K trials together in one fused training step (each still "
                         "its own trial with its own seed and the same result as alone); auto "
-                        "(default) picks K from the accelerator, the cores and the image size; "
-                        "1 trains one trial at a time")
+                        "(default): 8 with a GPU, 1 (one trial at a time) on CPU cores")
     search.add_argument("--heartbeat", type=_positive_int, default=60,
                         help="seconds between heartbeats of a running trial; a trial silent for "
                         "twice this is failed and retried (default: 60)")
