@@ -84,3 +84,45 @@ def test_parallel_with_two_workers_reaches_the_exact_total(tmp_path, capsys) -> 
     assert code == 0
     study = optuna.load_study(study_name="poolnas", storage=f"sqlite:///{db}")
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 5
+
+
+def test_a_signal_during_fused_training_fails_and_queues_every_trial_of_the_batch(tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    db = tmp_path / "i.db"
+    config = SearchConfig(storage=f"sqlite:///{db}", study="s", trials=2, sampler="random",
+                          budget=Budget(epochs=3, batch_size=32), seed=1, parallel=2)
+    runner = SearchRunner(config)
+    storage = runner.study._storage
+
+    def interrupt_once_both_run() -> None:
+        # Once both trials of the batch exist, SIGINT: it lands while they are built or
+        # trained, and the fused step's check before every batch stops them.
+        while sum(t.state == optuna.trial.TrialState.RUNNING
+                  for t in storage.get_all_trials(runner.study._study_id)) < 2:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=interrupt_once_both_run, daemon=True)
+    thread.start()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run()
+    thread.join()
+    trials = runner.study.get_trials()
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 2
+    assert all(t.user_attrs[TrialAttrs.FAIL_REASON] == "interrupted: stopped by SIGINT"
+               for t in failed)
+    waiting = [t for t in trials if t.state == optuna.trial.TrialState.WAITING]
+    assert sorted(repr(sorted(t.params.items())) for t in waiting) == sorted(
+        repr(sorted(t.params.items())) for t in failed)
+    # The same search again trains the queued trials first and ends with the budget.
+    again = SearchRunner(config)
+    again.run()
+    complete = again.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 2
+    assert {t.user_attrs[TrialAttrs.ARCHITECTURE] for t in complete} == {
+        t.user_attrs[TrialAttrs.ARCHITECTURE] for t in failed}
