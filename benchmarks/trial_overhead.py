@@ -11,8 +11,12 @@ batch 64, Adam 3e-3) on architectures of the default space:
   with the start-up objects frozen (:func:`poolnas.spaces.freeze_startup_objects`, what a
   search does) vs not, alternating (``gc.unfreeze()`` in between).
 - ``study``: a new study on the default space (``SearchRunner`` on a fresh SQLite file: the
-  hypervolume reference and the surrogate sampler's FLOPs table) vs resuming it, with the
-  number of models each builds.
+  hypervolume reference and the surrogate sampler's FLOPs table) vs resuming it.
+- ``startup``: what a user waits for before the first trial trains, in fresh processes:
+  ``import tensorflow`` alone, ``import poolnas.search._cli`` (poolnas' own imports, TensorFlow
+  still unimported) with its largest imports from ``python -X importtime``, and
+  ``poolnas search --trials 1 --epochs 1 --sampler random``: process wall time and the time from
+  the process' start to its first trial's start (``datetime_start``).
 
     python benchmarks/trial_overhead.py                  # 6 architectures, 20 clears
     python benchmarks/trial_overhead.py --quick          # 2 architectures, 2 epochs, 4 clears
@@ -112,7 +116,46 @@ def measure_study(workdir: Path) -> dict[str, Any]:
     return result
 
 
-def summarise(update, clears, study) -> str:
+def _seconds(argv: list[str], **kwargs: Any) -> tuple[float, Any]:
+    import subprocess
+
+    tick = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, **kwargs)
+    return time.perf_counter() - tick, done
+
+
+def measure_startup(workdir: Path) -> dict[str, Any]:
+    import datetime
+
+    import optuna
+
+    python = sys.executable
+    result: dict[str, Any] = {}
+    result["import_tensorflow"], _ = _seconds([python, "-c", "import tensorflow"])
+    result["import_cli"], done = _seconds([python, "-X", "importtime", "-c",
+                                           "import poolnas.search._cli"])
+    tops = []
+    for line in done.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            name = parts[2]
+            depth = (len(name) - len(name.lstrip())) // 2
+            if depth <= 3:
+                tops.append((int(parts[1]) / 1e6, name.strip()))
+    result["largest_imports"] = sorted(tops, reverse=True)[:8]
+    db = workdir / "first.db"
+    started = datetime.datetime.now()
+    result["search_process"], _ = _seconds(
+        [python, "-m", "poolnas.search", "search", "--storage", f"sqlite:///{db}", "--trials",
+         "1", "--epochs", "1", "--sampler", "random", "--quiet"])
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    first = optuna.load_study(study_name="poolnas", storage=f"sqlite:///{db}").trials[0]
+    result["to_first_trial"] = (first.datetime_start - started).total_seconds()
+    result["first_trial"] = (first.datetime_complete - first.datetime_start).total_seconds()
+    return result
+
+
+def summarise(update, clears, study, startup=None) -> str:
     def med(rows, key, **where):
         values = [r[key] for r in rows if all(r[k] == v for k, v in where.items())]
         return statistics.median(values)
@@ -138,6 +181,18 @@ def summarise(update, clears, study) -> str:
     for phase in ("new", "resume"):
         s = study[phase]
         lines.append(f"| {phase} | {s['seconds']:.2f} | {s['reference_flops']:,} |")
+    if startup:
+        lines += ["", "| start-up, fresh processes | seconds |", "|---|---:|",
+                  f"| `import tensorflow` | {startup['import_tensorflow']:.2f} |",
+                  f"| `import poolnas.search._cli` (TensorFlow not imported) | "
+                  f"{startup['import_cli']:.2f} |",
+                  f"| `poolnas search --trials 1 --epochs 1`: process start to first trial | "
+                  f"{startup['to_first_trial']:.2f} |",
+                  f"| … its one trial | {startup['first_trial']:.2f} |",
+                  f"| … whole process | {startup['search_process']:.2f} |",
+                  "", "Largest imports of `poolnas.search._cli` (cumulative s, "
+                  "`python -X importtime`): " + ", ".join(
+                      f"{name} {sec:.2f}" for sec, name in startup["largest_imports"])]
     return "\n".join(lines)
 
 
@@ -160,17 +215,19 @@ def main(argv: list[str] | None = None) -> int:
     space = list(SearchSpace())
     archs = space[:: max(1, len(space) // n)][:n]
     with tempfile.TemporaryDirectory() as workdir:
+        startup = measure_startup(Path(workdir))
         study = measure_study(Path(workdir))  # First: it freezes the start-up objects.
     clears = measure_gc(data, archs, 4 if args.quick else args.clears)
     gc.collect()
     gc.freeze()  # As in a search, for both sides of the update comparison.
     update = measure_update(data, budget, archs)
-    text = summarise(update, clears, study)
+    text = summarise(update, clears, study, startup)
     print(text)
     if args.out is not None:
         args.out.with_suffix(".md").write_text(text + "\n")
         args.out.with_suffix(".json").write_text(json.dumps(
-            {"update": update, "gc": clears, "study": study, "epochs": budget.epochs}, indent=1))
+            {"update": update, "gc": clears, "study": study, "startup": startup,
+             "epochs": budget.epochs}, indent=1))
     return 0
 
 
