@@ -294,13 +294,26 @@ def summarise(runs: dict[str, list[dict[str, Any]]], *, epochs: int, peak: float
 
 
 # ------------------------------------------------------------------------------ whole process
-def _timed(argv: list[str]) -> float:
-    """Seconds a whole process takes (it must succeed)."""
+def _timed(argv: list[str], out: list[str] | None = None) -> float:
+    """Seconds a whole process takes (it must succeed); its stdout appended to ``out``."""
     started = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}")
+    if out is not None:
+        out.append(done.stdout)
     return time.perf_counter() - started
+
+
+def _training_flops(keys: list[str], data, epochs: int, samples_per_epoch: int) -> float:
+    """3 x forward FLOPs x samples of training the architectures ``keys`` (closed form)."""
+    from poolnas.evaluators import architecture_cost
+    from poolnas.spaces import Architecture
+
+    return sum(3 * architecture_cost(Architecture.from_key(k), data.input_shape,
+                                     data.num_classes, input_scale=data.input_scale,
+                                     input_offset=data.input_offset).flops
+               * samples_per_epoch * epochs for k in keys)
 
 
 def _study_rate(db: Path, epochs: int, samples_per_epoch: int) -> dict[str, float]:
@@ -336,17 +349,25 @@ def whole_process(args) -> str:
     names = ["keras-tuner", *(f"poolnas K={k}" for k in ks)]
     seconds: dict[str, list[float]] = {n: [] for n in names}
     rates: dict[str, list[float]] = {n: [] for n in names[1:]}
+    # The contenders draw different random architectures; what each trained, in FLOPs, says
+    # how much of a difference in seconds is the draw's.
+    work: dict[str, list[float]] = {n: [] for n in names}
     peaks = []
     for round_ in range(args.rounds):
         order = names[round_ % len(names):] + names[:round_ % len(names)]
         with tempfile.TemporaryDirectory(prefix="poolnas-whole-") as workdir:
             for name in order:
                 if name == "keras-tuner":
+                    printed: list[str] = []
                     seconds[name].append(_timed([
                         sys.executable, __file__, "--worker", "keras-tuner", "--seed",
                         str(1000 + round_), "--trials", str(args.trials), "--epochs",
                         str(args.epochs), "--dataset", args.dataset,
-                        *(["--mixed-precision"] if policy else [])]))
+                        *(["--mixed-precision"] if policy else [])], printed))
+                    result = json.loads([line for line in printed[0].splitlines()
+                                         if line.startswith("RESULT ")][-1][len("RESULT "):])
+                    work[name].append(_training_flops(result["keys"], data, args.epochs,
+                                                      samples))
                     continue
                 k = name.split("=")[1]
                 db = Path(workdir) / f"k{k}.db"
@@ -356,6 +377,7 @@ def whole_process(args) -> str:
                     str(args.epochs), "--parallel", k, "--seed", str(round_), "--quiet"]))
                 rate = _study_rate(db, args.epochs, samples)
                 rates[name].append(rate["flops"] / rate["seconds"])
+                work[name].append(rate["flops"])
         peaks.append(_spawn("--worker", "peak")["peak_flops"])
         print(f"round {round_ + 1}/{args.rounds}: " + ", ".join(
             f"{n} {seconds[n][-1]:.1f} s" for n in names), file=sys.stderr, flush=True)
@@ -365,15 +387,17 @@ def whole_process(args) -> str:
              f"trials x {args.epochs} epochs, {args.rounds} rounds (median); Keras policy "
              f"{policy or 'float32'}:", "",
              "| contender | process seconds | trials per minute | × KerasTuner | "
-             "training FLOP rate | of matmul peak |", "|---|---:|---:|---:|---:|---:|"]
+             "training TFLOP (the draw) | training FLOP rate | of matmul peak |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name in names:
         s = statistics.median(seconds[name])
         cells = ["–", "–"]
         if name in rates:
             rate = statistics.median(rates[name])
             cells = [f"{rate / 1e9:.2f} GFLOP/s", f"{rate / peak:.1%}"]
+        drawn = statistics.median(work[name]) / 1e12 if work[name] else float("nan")
         lines.append(f"| {name} | {s:.1f} | {60 * args.trials / s:.1f} | {base / s:.2f} | "
-                     + " | ".join(cells) + " |")
+                     f"{drawn:.2f} | " + " | ".join(cells) + " |")
     lines += ["", f"float32 matmul peak (2048², TensorFlow, best of 10, best round): "
               f"{peak / 1e9:.1f} GFLOP/s. Rounds: " + "; ".join(
                   ", ".join(f"{n} {seconds[n][i]:.1f}" for n in names)
