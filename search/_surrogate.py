@@ -67,7 +67,10 @@ What it reads from the study: ``COMPLETE`` trials' accuracies, one per seed (the
 ``accuracies``, else the first value); a duplicate trial (``duplicate_of``), which copies stored
 values, adds nothing. A complete trial with the user attr ``infeasible`` (over a FLOPs budget, never
 trained) is neither modelled nor proposed again. ``FAIL`` trials and trials still ``RUNNING``
-(other workers) are proposed again only when nothing untried is left. Proposals are
+(other workers, or the earlier candidates of a batch) are proposed again only when nothing
+untried is left; while they train, the model believes each at its posterior mean
+(:meth:`ParetoSurrogateSampler._with_pending`), so that proposals made in a row complement
+each other. Proposals are
 deterministic given ``seed`` and the trials so far (the random stream of a trial is seeded by
 ``(seed, trial.number)``, so a resumed study proposes what an uninterrupted one would).
 """
@@ -84,11 +87,22 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import TrialState
 from scipy.special import erfc
 
-from poolnas.search._accuracy_model import AccuracyModel, Observations
+from poolnas.search._accuracy_model import SAMPLER_COMPONENTS, AccuracyModel, Observations
 from poolnas.search._costs import MAX_CANDIDATES
 from poolnas.search._trial_attrs import TrialAttrs
 
 __all__ = ["ParetoSurrogateSampler"]
+
+#: A re-evaluation must be worth at least this share of the front's hypervolume: where the
+#: model is all but certain (a noiseless table once repeats agreed exactly), a repeat's value
+#: and a new candidate's are both vanishing numbers, and comparing them sent every training to
+#: the repeat of one of two tied architectures.
+MIN_REPEAT_VALUE = 1e-4
+
+#: Candidates scored under the accuracy model's whole average of hyper-parameter settings, after
+#: a screen of every candidate under the most probable one (a space with more untried
+#: architectures than this).
+SCREEN = 2048
 
 
 def _phi(z: np.ndarray) -> np.ndarray:
@@ -157,6 +171,16 @@ def expected_improvement(mu: np.ndarray, sd: np.ndarray, flops: np.ndarray,
             part = part - _psi((hi - mu) / sd_safe)
         total += width * sd_safe * part
     return total
+
+
+def front_area(levels: np.ndarray, caps: np.ndarray, floor: float, reference: float) -> float:
+    """The hypervolume of a front (:func:`front_steps`) above the accuracy ``floor``."""
+    area, below = 0.0, floor
+    for level, cap in zip(levels, caps):
+        if level > below:
+            area += (level - below) * max(reference - cap, 0.0)
+            below = level
+    return area
 
 
 def improvement(acc: np.ndarray, flops: np.ndarray, levels: np.ndarray, caps: np.ndarray,
@@ -289,7 +313,8 @@ class ParetoSurrogateSampler(BaseSampler):
         else:
             repeatable = (set() if not self._reevaluate else
                           {i for i in observed if self._allowed[i] and i not in self._busy})
-            choice = self._acquire(untried, observed, rng, repeatable=repeatable)
+            choice = self._acquire(untried, self._with_pending(observed), rng,
+                                   repeatable=repeatable)
             if choice < 0:
                 choice = -1 - choice
                 # A re-evaluation: the recorder trains it again (another seed) instead of
@@ -389,9 +414,23 @@ class ParetoSurrogateSampler(BaseSampler):
     def fit(self, observed) -> AccuracyModel:
         """The accuracy model conditioned on ``observed`` (index -> accuracies)."""
         index = sorted(observed)
-        model = AccuracyModel(self._params, interactions=self._interactions)
+        model = AccuracyModel(self._params, interactions=self._interactions,
+                              components=SAMPLER_COMPONENTS)
         return model.fit(Observations.of([self._candidates[i] for i in index],
                                          [observed[i] for i in index]))
+
+    def _with_pending(self, observed):
+        """``observed`` plus the architectures being trained now (other workers, or the
+        earlier candidates of a batch asked together), each *believed* at its posterior mean
+        (the "kriging believer" of Ginsbourger, Le Riche and Carraro, 2010): the front they
+        will probably join and the model's certainty near them steer the next proposal away
+        from what is already being trained, so K proposals in a row are K different,
+        complementary candidates."""
+        pending = sorted(i for i in self._busy if i not in observed)
+        if not pending or len(observed) < 2:
+            return observed
+        mean, _ = self.fit(observed).predict(self._codes[pending])
+        return {**observed, **{i: [float(m)] for i, m in zip(pending, mean)}}
 
     def _acquire(self, untried, observed, rng, *, repeatable=()) -> int:
         """The next candidate: the best untried one by EHVI, or (``repeatable``: trained
@@ -409,6 +448,14 @@ class ParetoSurrogateSampler(BaseSampler):
             return -1 - self._best_repeat(model, trained, t_flops, floor, noise, repeatable,
                                           -math.inf)[0]
         cand = np.array(untried)
+        if self._acquisition == "ehvi" and len(cand) > SCREEN:
+            # Screen with the most probable hyper-parameter setting, then score the SCREEN
+            # best under the model's whole average (one setting's prediction of every
+            # candidate instead of several: docs/benchmarks.md, "Proposal time").
+            mu, sd = model.predict(self._codes[cand], components=1)
+            first = expected_improvement(mu, np.sqrt(sd ** 2 + noise), self._flops[cand],
+                                         levels, caps, floor, self._reference)
+            cand = cand[np.sort(np.argsort(-first, kind="stable")[:SCREEN])]
         flops = self._flops[cand]
         mu, sd = model.predict(self._codes[cand])
         if self._acquisition == "thompson":
@@ -428,7 +475,10 @@ class ParetoSurrogateSampler(BaseSampler):
                 expected_improvement(mu, change, flops, levels, caps, floor, self._reference)
                 - improvement(mu, flops, levels, caps, floor, self._reference)))
             best_repeat, _ = self._best_repeat(model, trained, t_flops, floor, noise,
-                                               repeatable, new_value * self._repeat_margin)
+                                               repeatable,
+                                               max(new_value * self._repeat_margin,
+                                                   MIN_REPEAT_VALUE * front_area(
+                                                       levels, caps, floor, self._reference)))
             if best_repeat is not None:
                 return -1 - best_repeat
         return choice
