@@ -36,8 +36,10 @@ by the evidence), rather than betting on one: with 20-60 trainings the data cann
 hyper-parameters down, and a single best setting gave intervals that covered 80 % where they
 claimed 95 %. Without any repeat the split ``share`` is not identified (the evidence is flat
 along it) and the average keeps the whole range. The data enter through sufficient statistics
-per architecture (count, mean, within sum of squares), which is exact and keeps a fit at
-``O(u^3)`` for ``u`` distinct trained architectures.
+per architecture (the precision-weighted mean of its trainings and the likelihood of their
+scatter), which is exact and keeps a fit at ``O(u^3)`` for ``u`` distinct trained
+architectures. A training may carry an extra variance of its own (a lower-fidelity accuracy
+moved to the full budget's scale, in a multi-fidelity search): it then weighs less.
 
 Cost: a proposal predicts every candidate: one ``(N x D) @ (D x u)`` product of one-hot codes
 (the overlaps, from which each setting's kernel is a table lookup) and one ``(N x u) @ (u x u)``
@@ -98,31 +100,44 @@ _THREADS = ThreadpoolController()
 
 @dataclass(frozen=True)
 class Observations:
-    """Trainings grouped by architecture: the model's sufficient statistics.
+    """Trainings grouped by architecture: what the model is fitted to.
 
     Attributes:
         rows: Parameter values of each distinct architecture.
         counts: Trainings (seeds) of each.
         means: Their mean accuracy.
         sumsq: Their sum of squared deviations from that mean.
+        values: Every training's accuracy, per architecture.
+        extra: Per training, a variance it has beyond seed noise (accuracy units squared; 0 for
+            a training to the search's full budget; > 0 for a lower-fidelity accuracy moved to
+            the full budget's scale, whose error this is).
     """
 
     rows: tuple[Mapping[str, Any], ...]
     counts: np.ndarray
     means: np.ndarray
     sumsq: np.ndarray
+    values: tuple[np.ndarray, ...] = ()
+    extra: tuple[np.ndarray, ...] = ()
 
     @classmethod
-    def of(cls, rows: Sequence[Mapping[str, Any]],
-           accuracies: Sequence[Sequence[float]]) -> Observations:
-        """From one row of parameter values and its list of accuracies per architecture."""
+    def of(cls, rows: Sequence[Mapping[str, Any]], accuracies: Sequence[Sequence[float]],
+           extra: Sequence[Sequence[float]] | None = None) -> Observations:
+        """From one row of parameter values and its list of accuracies per architecture (and,
+        for lower-fidelity accuracies, the list of their extra variances)."""
         counts = np.array([len(a) for a in accuracies], float)
         if np.any(counts < 1):
             raise ValueError("every architecture needs at least one accuracy")
-        means = np.array([float(np.mean(a)) for a in accuracies])
-        sumsq = np.array([float(np.sum((np.asarray(a, float) - m) ** 2))
-                          for a, m in zip(accuracies, means)])
-        return cls(tuple(rows), counts, means, sumsq)
+        values = tuple(np.asarray(a, float) for a in accuracies)
+        if extra is None:
+            variances = tuple(np.zeros(len(v)) for v in values)
+        else:
+            variances = tuple(np.asarray(e, float) for e in extra)
+            if any(e.shape != v.shape or np.any(e < 0) for e, v in zip(variances, values)):
+                raise ValueError("extra needs one variance >= 0 per accuracy")
+        means = np.array([float(np.mean(v)) for v in values])
+        sumsq = np.array([float(np.sum((v - m) ** 2)) for v, m in zip(values, means)])
+        return cls(tuple(rows), counts, means, sumsq, values, variances)
 
 
 @dataclass(frozen=True)
@@ -226,9 +241,26 @@ class AccuracyModel:
         spread = float(np.sum(observations.sumsq) + np.sum(n * (observations.means - grand) ** 2))
         scale = math.sqrt(spread / total) if total > 1 and spread > 1e-12 * total else 0.05
         self.y_mean, self.y_scale = grand, scale
-        ybar = (observations.means - grand) / scale
-        within = float(np.sum(observations.sumsq)) / scale ** 2
-        extra = float(np.sum(n - 1))
+        # Every training, standardised, with its architecture and its extra variance.
+        owner = np.repeat(np.arange(len(n)), n.astype(int))
+        y = (np.concatenate(observations.values) - grand) / scale
+        e = np.concatenate(observations.extra) / scale ** 2
+        by_s2: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
+
+        def pooled(s2: float) -> tuple[np.ndarray, np.ndarray, float]:
+            """Per architecture the precision-weighted mean of its trainings and that mean's
+            noise variance, and the log-likelihood of the scatter around those means (the
+            product of the trainings' normals, factored as one normal per architecture)."""
+            if s2 not in by_s2:
+                v = s2 + e
+                w = 1.0 / v
+                weight = np.bincount(owner, w, len(n))
+                mean = np.bincount(owner, w * y, len(n)) / weight
+                rest = (-0.5 * float(np.sum(w * (y - mean[owner]) ** 2))
+                        - 0.5 * float(np.sum(np.log(v))) - 0.5 * float(np.sum(np.log(weight))))
+                by_s2[s2] = (mean, 1.0 / weight, rest)
+            return by_s2[s2]
+
         m = X @ X.T
         names = tuple(GRIDS)
         fixed = set() if self.interactions else {"pair", "triple"}
@@ -242,7 +274,8 @@ class AccuracyModel:
             if at not in evidence:
                 a, b, t, r, share = (GRIDS[name][i] for name, i in zip(names, at))
                 d, s2 = r * (1 - share), r * share
-                C = self._from_overlap(m, a, b, t, d) + np.diag(s2 / n)
+                ybar, var, rest = pooled(s2)
+                C = self._from_overlap(m, a, b, t, d) + np.diag(var)
                 try:
                     L = np.linalg.cholesky(C)
                 except np.linalg.LinAlgError:
@@ -250,7 +283,7 @@ class AccuracyModel:
                     return evidence[at]
                 alpha = solve_triangular(L, ybar, lower=True)
                 evidence[at] = (-0.5 * float(alpha @ alpha) - float(np.log(np.diag(L)).sum())
-                                - 0.5 * within / s2 - 0.5 * extra * math.log(s2))
+                                + rest)
             return evidence[at]
 
         # The evidence's climb over the grid: from START, move to the best neighbour (one step
@@ -288,7 +321,8 @@ class AccuracyModel:
         for rank, key in enumerate(kept):
             a, b, t, r, share = (GRIDS[name][i] for name, i in zip(names, key))
             d, s2 = r * (1 - share), r * share
-            chol = cho_factor(self._from_overlap(m, a, b, t, d) + np.diag(s2 / n), lower=True)
+            ybar, var, _ = pooled(s2)
+            chol = cho_factor(self._from_overlap(m, a, b, t, d) + np.diag(var), lower=True)
             self.components.append(_Component(
                 weight=float(weights[rank]) / norm, main=a, pair=b, triple=t, nugget=d,
                 noise=s2, chol=chol, alpha=cho_solve(chol, ybar),

@@ -357,3 +357,28 @@ def test_a_noiseless_landscape_is_seldom_re_evaluated():
     repeats = sum("repeat_of" in t.user_attrs for t in study.trials)
     assert repeats <= 6, repeats
     assert len(set(keys)) >= 34
+
+
+def test_a_training_with_extra_variance_weighs_less():
+    """A lower-fidelity accuracy (moved to the full budget's scale, with the variance of that
+    move) informs its architecture less than a full training does."""
+    from poolnas.search import AccuracyModel, Observations
+
+    space = small_space()
+    rows = [space.params_of(a) for a in space]
+    rng = np.random.default_rng(3)
+    accuracies = [[accuracy_of(p) + rng.normal(0, 0.005)] for p in rows]
+    accuracies[0] = [0.95, 0.75]  # one full training and one far-off lower-fidelity value
+
+    def fitted(extra_of_second):
+        extra = [[0.0] * len(a) for a in accuracies]
+        extra[0] = [0.0, extra_of_second]
+        model = AccuracyModel(space.parameters()).fit(Observations.of(rows, accuracies, extra))
+        return model.predict(model.encode(rows[:1]))
+
+    (plain,), _ = fitted(0.0)
+    (weighed,), (sd,) = fitted(0.05 ** 2)
+    assert weighed > plain + 0.01  # pulled towards the full training's 0.95
+    assert sd > 0
+    with pytest.raises(ValueError, match="extra"):
+        Observations.of(rows[:1], [[0.9]], [[-1.0]])
