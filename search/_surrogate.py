@@ -45,8 +45,12 @@ improvement of the moved mean minus that of the current mean (exact with :func:`
 expected_improvement`, since the improvement is convex in accuracy): for a trained architecture
 against the front of the others, for an untried one against the whole front. The larger wins;
 a repeat is the same architecture with ``repeat_of`` set on its trial, which the recorder trains
-with the trial's own seed instead of copying earlier results. An architecture with a trial
-running (another worker) is not repeated. Once every architecture within the budget is trained
+with the trial's own seed instead of copying earlier results. A repeat must also be worth at least
+``MIN_REPEAT_VALUE`` of the front's hypervolume. Only seed noise makes a repeat worth anything:
+the model learns it from the scatter within architectures, and puts what its terms cannot fit
+in the nugget, which a repeat does not reduce (docs/benchmarks.md: on the noiseless
+PoolBench-digits replay re-evaluation now costs nothing). An architecture with a trial running
+(another worker) is not repeated. Once every architecture within the budget is trained
 (and none failed untrained), every further proposal is the most valuable repeat (ties: the
 largest posterior sd), never one being trained, instead of a copy of a trained one.
 
@@ -60,8 +64,9 @@ about the same number of trials, which is what an additive model needs first.
 
 Evidence (``benchmarks/replay.py``: strategies replayed against the PoolBench-digits table of
 trained architectures, as tabular NAS benchmarks such as NAS-Bench-201 are used): see
-docs/benchmarks.md, "Sample efficiency". The Thompson variant, pairwise terms, a higher noise
-floor, random exploration and more start-up trials were all measured and were no better there.
+docs/benchmarks.md, "Sample efficiency" and "Sample efficiency of the new default". The Thompson
+variant, a higher noise floor, random exploration and more start-up trials were measured with
+the earlier, additive model and were no better there.
 
 What it reads from the study: ``COMPLETE`` trials' accuracies, one per seed (the user attr
 ``accuracies``, else the first value); a duplicate trial (``duplicate_of``), which copies stored
@@ -198,7 +203,7 @@ def improvement(acc: np.ndarray, flops: np.ndarray, levels: np.ndarray, caps: np
 
 
 class ParetoSurrogateSampler(BaseSampler):
-    """Additive Bayesian surrogate of accuracy + exact-FLOPs expected hypervolume improvement.
+    """Gaussian-process model of accuracy + exact-FLOPs expected hypervolume improvement.
 
     See the module docstring for the model and the acquisition.
 
