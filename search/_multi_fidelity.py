@@ -210,9 +210,18 @@ def promoted_parents(trials: Sequence[FrozenTrial]) -> set[int]:
             if TrialAttrs.PROMOTED_FROM in t.user_attrs}
 
 
-def next_promotion(trials: Sequence[FrozenTrial],
-                   schedule: RungSchedule) -> RungEntry | None:
+def next_promotion(trials: Sequence[FrozenTrial], schedule: RungSchedule, *,
+                   exhausted: bool = False) -> RungEntry | None:
     """The architecture to promote now (ASHA: the highest rung first), or None.
+
+    Args:
+        trials: The study's trials.
+        schedule: Its rungs.
+        exhausted: Every architecture of the space was tried, so no new one can fill the
+            rungs: then, when the ``1/η`` rule promotes nothing, the best architecture not yet
+            promoted at the highest rung that has one goes on (ASHA assumes an endless supply
+            of new configurations; a finite space runs out, and the search still has to end
+            with ``--trials`` architectures at the top rung).
 
     Call it while holding the study lock, and enqueue the promotion before releasing it.
     """
@@ -224,6 +233,12 @@ def next_promotion(trials: Sequence[FrozenTrial],
         for index in promotable(points, schedule.reduction_factor):
             if entries[index].number not in taken:
                 return entries[index]
+    if exhausted:
+        for rung in range(schedule.top - 1, -1, -1):
+            entries = rungs.get(rung, [])
+            for index in promotion_order([(e.accuracy, e.cost) for e in entries]):
+                if entries[index].number not in taken:
+                    return entries[index]
     return None
 
 

@@ -462,18 +462,18 @@ class SearchRunner:
         at_top = sum(int(t.user_attrs.get(TrialAttrs.RUNG, -1)) == top for t in running)
         if complete + at_top >= self.config.trials:
             return "wait"  # The promotions under way to the top rung take the slots left.
-        promotion = next_promotion(trials, self.schedule)
+        tried = {t.user_attrs.get(TrialAttrs.ARCHITECTURE) for t in trials
+                 if t.state != state.FAIL} - {None}
+        exhausted = len(tried) >= self.config.space.size
+        promotion = next_promotion(trials, self.schedule, exhausted=exhausted)
         if promotion is not None:
             parent = next(t for t in trials if t.number == promotion.number)
             self.study.enqueue_trial(parent.params, user_attrs={
                 TrialAttrs.PROMOTED_FROM: parent.number, TrialAttrs.RUNG: promotion.rung + 1,
             }, skip_if_exists=False)
             return "run"
-        tried = {t.user_attrs.get(TrialAttrs.ARCHITECTURE) for t in trials
-                 if t.state != state.FAIL}
-        if len(tried - {None}) >= self.config.space.size and not any(
-                t.state == state.WAITING for t in trials):
-            # Every architecture was tried: only promotions are left to do.
+        if exhausted and not any(t.state == state.WAITING for t in trials):
+            # Every architecture was tried and every one promoted as far as it goes.
             return "wait" if running else "done"
         seed = (self.config.seed * 1_000_003 + len(trials)) % 2**32
         if not isinstance(self.study.sampler.inner,
