@@ -118,16 +118,26 @@ def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 
 def non_dominated_ranks(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Each point's non-dominated rank (0: the Pareto front), accuracy up and cost down."""
+    """Each point's non-dominated rank (0: the Pareto front), accuracy up and cost down.
+
+    Two objectives: one sweep per front in order of accuracy (then cost), keeping the lowest
+    cost seen; equal points share a rank.
+    """
     ranks = [-1] * len(points)
-    left = set(range(len(points)))
+    left = sorted(range(len(points)), key=lambda i: (-points[i][0], points[i][1]))
     rank = 0
     while left:
-        front = {i for i in left
-                 if not any(_dominates(points[j], points[i]) for j in left if j != i)}
-        for i in front:
+        rest = []
+        low_cost, low_accuracy = math.inf, -math.inf
+        for i in left:
+            accuracy, cost = points[i]
+            if cost > low_cost or (cost == low_cost and accuracy < low_accuracy):
+                rest.append(i)  # an earlier point dominates it
+                continue
             ranks[i] = rank
-        left -= front
+            if cost < low_cost:
+                low_cost, low_accuracy = cost, accuracy
+        left = rest
         rank += 1
     return ranks
 

@@ -62,6 +62,24 @@ def test_ranks_and_crowding() -> None:
     assert distance[2] == pytest.approx((0.85 - 0.6) / 0.3 + (7 - 1) / 9)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_ranks_agree_with_peeling_fronts_by_definition(seed) -> None:
+    import random
+
+    rng = random.Random(seed)
+    points = [(rng.choice([0.1, 0.2, 0.5]), rng.choice([1, 2, 3])) for _ in range(12)]
+    points += [(rng.random(), rng.random()) for _ in range(20)]
+    expected, left, rank = [-1] * len(points), set(range(len(points))), 0
+    while left:
+        front = {i for i in left if not any(
+            points[j][0] >= points[i][0] and points[j][1] <= points[i][1]
+            and points[j] != points[i] for j in left)}
+        for i in front:
+            expected[i] = rank
+        left, rank = left - front, rank + 1
+    assert non_dominated_ranks(points) == expected
+
+
 def test_promotion_order_is_rank_then_crowding_then_trial() -> None:
     points = [(0.9, 10.0), (0.8, 5.0), (0.7, 20.0), (0.85, 7.0), (0.6, 1.0), (0.6, 1.0)]
     order = promotion_order(points)
