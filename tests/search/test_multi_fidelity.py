@@ -288,3 +288,42 @@ def test_kill_9_mid_rung_then_the_rerun_repeats_the_rung_and_keeps_the_lower_one
             if "promoted_from" in t.user_attrs and t.state != TrialState.FAIL]
     assert len(live) == len(set(live))
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 1
+
+
+# --- workers on a database server ------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_two_workers_on_a_server_never_promote_a_slot_twice(
+        backend, new_database, tmp_path, capsys) -> None:
+    url = new_database(backend)
+    (tmp_path / "small.toml").write_text(SPACE)
+    code, out, err = run(capsys, "search", "--storage", url, "--study", "w", "--trials", "2",
+                         "--workers", "2", "--artifacts", str(tmp_path / "artifacts"),
+                         "--space", str(tmp_path / "small.toml"), *SMALL,
+                         "--min-epochs", "1", "--reduction-factor", "2", "--epochs", "2")
+    assert code == 0, err
+    trials = optuna.load_study(study_name="w", storage=url).get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    parents = [t.user_attrs["promoted_from"] for t in trials
+               if "promoted_from" in t.user_attrs and t.state != TrialState.FAIL]
+    assert len(parents) == len(set(parents))
+    by_number = {t.number: t for t in trials}
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            parent = by_number[t.user_attrs["promoted_from"]]
+            assert parent.user_attrs["architecture"] == t.user_attrs["architecture"]
+            assert t.user_attrs["epochs_trained"] == 2
+
+
+@pytest.mark.slow
+def test_epoch_budget_ends_the_study(tmp_path, capsys) -> None:
+    (tmp_path / "small.toml").write_text(SPACE)
+    storage = f"sqlite:///{tmp_path / 'b.db'}"
+    code, out, _ = run(capsys, "search", "--storage", storage, "--study", "b", "--trials", "50",
+                       "--space", str(tmp_path / "small.toml"), *SMALL, "--epochs", "2",
+                       "--epoch-budget", "5")
+    assert code == 0
+    trials = optuna.load_study(study_name="b", storage=storage).get_trials()
+    # 2 epochs a trial: the third trial takes the study to 6 epochs >= 5, then it ends.
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
