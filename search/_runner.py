@@ -459,7 +459,8 @@ class SearchRunner:
         state = optuna.trial.TrialState
         top = self.schedule.top
         running = [t for t in trials if t.state in (state.RUNNING, state.WAITING)]
-        at_top = sum(int(t.user_attrs.get(TrialAttrs.RUNG, -1)) == top for t in running)
+        # (A trial being created has no rung yet: it is a new architecture, rung 0.)
+        at_top = sum(int(t.user_attrs.get(TrialAttrs.RUNG, 0)) == top for t in running)
         if complete + at_top >= self.config.trials:
             return "wait"  # The promotions under way to the top rung take the slots left.
         tried = {t.user_attrs.get(TrialAttrs.ARCHITECTURE) for t in trials
