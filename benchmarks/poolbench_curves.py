@@ -122,7 +122,8 @@ def train_curves(arch, data, budget, *, seeds=SEEDS) -> dict[str, Any]:
 
 
 def build_curves(path: Path, *, quick: bool, subspace: str = "full",
-                 shard: tuple[int, int] = (0, 1), limit: int | None = None, log=print) -> int:
+                 shard: tuple[int, int] = (0, 1), limit: int | None = None,
+                 reverse: bool = False, log=print) -> int:
     """Append the missing rows of ``subspace`` (nested order) to ``path``; rows written."""
     from poolnas.evaluators import load_dataset
 
@@ -140,10 +141,14 @@ def build_curves(path: Path, *, quick: bool, subspace: str = "full",
     ordered = sorted(space, key=stage)
     index, count = shard
     todo = [a for i, a in enumerate(ordered) if i % count == index and a.key not in done]
+    if reverse:
+        todo.reverse()
     path.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     started = time.perf_counter()
     for arch in todo[:limit]:
+        if reverse and arch.key in load_table(path):
+            break  # met a build running the other way
         row = train_curves(arch, data, budget)
         with path.open("a", encoding="utf-8") as table:
             table.write(json.dumps(row, separators=(",", ":")) + "\n")
@@ -164,6 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shard", default="0/1", help="I/N: build every N-th architecture")
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow intra-op threads")
     parser.add_argument("--limit", type=int, default=None, help="at most this many rows")
+    parser.add_argument("--reverse", action="store_true",
+                        help="last architecture first, stopping where the table already has "
+                             "one (a second process beside a running build)")
     args = parser.parse_args(argv)
     if args.quick and args.table is None:
         parser.error("--quick needs --table (the quick space must not go into the real table)")
@@ -171,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     set_threads(args.threads)
     path = args.table or TABLE
     written = build_curves(path, quick=args.quick, subspace=args.subspace,
-                           shard=(index, count), limit=args.limit)
+                           shard=(index, count), limit=args.limit, reverse=args.reverse)
     print(f"{written} rows written; the table has {len(load_table(path))} rows", file=sys.stderr)
 
 
