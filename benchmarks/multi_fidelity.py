@@ -172,7 +172,8 @@ def run_asha(table: CurvesTable, sampler: str, seed: int, budget: int,
             rung, history = 0, []
         else:
             rung = int(trial.user_attrs[A.RUNG])
-            history = list(study.trials[int(parent)].user_attrs[A.RUNG_ACCURACIES])
+            history = list(study.get_trials(deepcopy=False)[int(parent)]
+                           .user_attrs[A.RUNG_ACCURACIES])
         epochs = rungs[rung]
         run.spent += epochs - (rungs[rung - 1] if rung else 0)
         accuracy = table.accuracy(key, run.seed_of[key], epochs)
