@@ -222,6 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="optimizer (default: adam)")
     search.add_argument("--repeats", type=_positive_int, default=1,
                         help="train each architecture with K seeds; the objective is the mean")
+    search.add_argument("--min-epochs", type=_positive_int, default=None, metavar="M",
+                        help="multi-fidelity search (MO-ASHA): train new architectures M epochs "
+                        "and promote the best 1/η of each rung (non-dominated rank, then "
+                        "crowding) to η times more epochs, up to --epochs; only architectures "
+                        "trained to --epochs are complete trials (default: every trial trains "
+                        "--epochs)")
+    search.add_argument("--reduction-factor", type=_non_negative_int, default=None,
+                        metavar="η", help="with --min-epochs: the rungs' ratio η, at least 2 "
+                        "(default: 3)")
+    search.add_argument("--epoch-budget", type=_positive_int, default=None, metavar="N",
+                        help="also end the study once its trials have trained N epochs in total "
+                        "(default: no such limit)")
     search.add_argument("--no-reevaluate", dest="reevaluate", action="store_false",
                         help="never spend a training on another seed of an architecture "
                         "already trained (default: the surrogate sampler does where that is "
@@ -465,6 +477,11 @@ def _search(args: argparse.Namespace) -> int:
         raise PoolnasError("--tuner and --tuner-dir are options of --engine keras-tuner")
     if keras_tuner and not args.reevaluate:
         raise PoolnasError("--no-reevaluate is an option of --engine optuna's surrogate sampler")
+    if keras_tuner and (args.min_epochs, args.reduction_factor, args.epoch_budget) != (
+            None, None, None):
+        raise PoolnasError("--min-epochs, --reduction-factor and --epoch-budget are options of "
+                           "--engine optuna (KerasTuner's multi-fidelity search is --tuner "
+                           "hyperband)")
     if keras_tuner and args.workers > 1:
         raise PoolnasError("--engine keras-tuner runs one KerasTuner tuner; leave out --workers")
     say = None if args.quiet else _say
@@ -493,6 +510,8 @@ def _search(args: argparse.Namespace) -> int:
         latency_tolerance=args.latency_tolerance, latency_table=args.latency_table,
         artifacts=args.artifacts,
         heartbeat=args.heartbeat, reevaluate=args.reevaluate,
+        min_epochs=args.min_epochs, reduction_factor=args.reduction_factor,
+        epoch_budget=args.epoch_budget,
     )
     report = None if args.quiet else _print_report
     if keras_tuner:
@@ -503,7 +522,11 @@ def _search(args: argparse.Namespace) -> int:
         proposer = f"KerasTuner {runner.tuner_name} tuner"
     else:
         runner = SearchRunner(config, report=report, hooks=DASHBOARD_HOOKS, announce=say)
-        proposer = f"sampler {type(runner.study.sampler).__name__} (--sampler {config.sampler})"
+        sampler = getattr(runner.study.sampler, "inner", runner.study.sampler)
+        proposer = f"sampler {type(sampler).__name__} (--sampler {config.sampler})"
+        if config.schedule is not None:
+            proposer += (f"; rungs of {', '.join(map(str, config.schedule.rungs))} epochs, "
+                         f"η = {config.schedule.reduction_factor}")
     if not args.quiet:
         data = runner.data
         done = runner.complete_trials()
