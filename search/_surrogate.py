@@ -70,7 +70,11 @@ the earlier, additive model and were no better there.
 
 What it reads from the study: ``COMPLETE`` trials' accuracies, one per seed (the user attr
 ``accuracies``, else the first value); a duplicate trial (``duplicate_of``), which copies stored
-values, adds nothing. A complete trial with the user attr ``infeasible`` (over a FLOPs budget, never
+values, adds nothing. In a multi-fidelity search (``--min-epochs``) a stopped architecture's
+trials are ``FAIL`` to the sampler; their ``rung_accuracies`` still count, moved to the top
+rung's scale by each rung's measured gap and weighed by that gap's variance
+(:meth:`ParetoSurrogateSampler._with_lower_fidelity`). A complete trial with the user attr
+``infeasible`` (over a FLOPs budget, never
 trained) is neither modelled nor proposed again. ``FAIL`` trials and trials still ``RUNNING``
 (other workers, or the earlier candidates of a batch) are proposed again only when nothing
 untried is left; while they train, the model believes each at its posterior mean
@@ -318,8 +322,9 @@ class ParetoSurrogateSampler(BaseSampler):
         else:
             repeatable = (set() if not self._reevaluate else
                           {i for i in observed if self._allowed[i] and i not in self._busy})
-            choice = self._acquire(untried, self._with_pending(observed), rng,
-                                   repeatable=repeatable)
+            choice = self._acquire(untried,
+                                   self._with_pending(self._with_lower_fidelity(observed)),
+                                   rng, repeatable=repeatable)
             if choice < 0:
                 choice = -1 - choice
                 # A re-evaluation: the recorder trains it again (another seed) instead of
@@ -368,6 +373,9 @@ class ParetoSurrogateSampler(BaseSampler):
         blocked: dict[int, bool] = {}
         self._first: dict[int, int] = {}
         self._busy: set[int] = set()
+        self._lower: dict[int, tuple[int, float]] = {}
+        self._extra: dict[int, list[float]] = {}
+        self._rung_pairs: dict[int, list[tuple[float, float]]] = {}
         seeds = []
         for t in study.get_trials(deepcopy=False):
             if t.number == number:
@@ -376,6 +384,7 @@ class ParetoSurrogateSampler(BaseSampler):
             index = self._index.get(key) if key is not None else None
             if index is None:
                 continue
+            self._read_rungs(t, index)
             if t.state == TrialState.COMPLETE and t.values:
                 if TrialAttrs.INFEASIBLE in t.user_attrs:
                     blocked[index] = False
@@ -399,6 +408,44 @@ class ParetoSurrogateSampler(BaseSampler):
         self._seeds = max(set(seeds), key=seeds.count) if seeds else 1
         return observed, blocked
 
+    def _read_rungs(self, trial, index: int) -> None:
+        """A multi-fidelity trial's accuracy at every rung it reached (``rung_accuracies``):
+        a complete one's pairs (rung accuracy, accuracy at the top rung) give each rung's
+        correction; a stopped one's highest rung is its architecture's lower-fidelity value."""
+        rungs = trial.user_attrs.get(TrialAttrs.RUNG_ACCURACIES)
+        if not isinstance(rungs, list) or not rungs:
+            return
+        rungs = [float(v) for v in rungs]
+        if trial.state == TrialState.COMPLETE:
+            for rung, value in enumerate(rungs[:-1]):
+                self._rung_pairs.setdefault(rung, []).append((value, rungs[-1]))
+        elif trial.state in (TrialState.FAIL, TrialState.PRUNED):
+            highest = (len(rungs) - 1, rungs[-1])
+            if highest[0] >= self._lower.get(index, (-1, 0.0))[0]:
+                self._lower[index] = highest
+
+    def _with_lower_fidelity(self, observed):
+        """``observed`` plus the architectures a multi-fidelity search stopped below the top
+        rung, each as its highest rung's accuracy moved by that rung's mean gap to the top
+        (over the complete trials that passed both), with the variance of that gap as the
+        value's extra variance: the sampler learns from every fidelity (a per-rung
+        correction), and a rung whose gap is not measured yet (fewer than 3 pairs) is not
+        used. Sets ``_extra`` (index -> extra variance per value) for :meth:`fit`."""
+        self._extra = {}
+        correction = {}
+        for rung, pairs in self._rung_pairs.items():
+            if len(pairs) >= 3:
+                gaps = np.array([top - low for low, top in pairs])
+                correction[rung] = (float(gaps.mean()), float(gaps.var(ddof=1)) + 1e-8)
+        out = dict(observed)
+        for index, (rung, value) in self._lower.items():
+            if index in observed or rung not in correction:
+                continue
+            shift, var = correction[rung]
+            out[index] = [value + shift]
+            self._extra[index] = [var]
+        return out
+
     def _startup(self, untried, observed, blocked, rng) -> int:
         tried = len(observed) + len(blocked)
         untried_arr = np.array(untried)
@@ -417,12 +464,15 @@ class ParetoSurrogateSampler(BaseSampler):
         return int(best[rng.integers(len(best))])
 
     def fit(self, observed) -> AccuracyModel:
-        """The accuracy model conditioned on ``observed`` (index -> accuracies)."""
+        """The accuracy model conditioned on ``observed`` (index -> accuracies; the values of
+        a lower fidelity, :meth:`_with_lower_fidelity`, with their extra variance)."""
         index = sorted(observed)
+        extra = getattr(self, "_extra", {})
         model = AccuracyModel(self._params, interactions=self._interactions,
                               components=SAMPLER_COMPONENTS)
-        return model.fit(Observations.of([self._candidates[i] for i in index],
-                                         [observed[i] for i in index]))
+        return model.fit(Observations.of(
+            [self._candidates[i] for i in index], [observed[i] for i in index],
+            [extra.get(i, [0.0] * len(observed[i])) for i in index]))
 
     def _with_pending(self, observed):
         """``observed`` plus the architectures being trained now (other workers, or the

@@ -382,3 +382,41 @@ def test_a_training_with_extra_variance_weighs_less():
     assert sd > 0
     with pytest.raises(ValueError, match="extra"):
         Observations.of(rows[:1], [[0.9]], [[-1.0]])
+
+
+def test_a_multi_fidelity_search_learns_from_its_lower_rungs():
+    """Architectures stopped at a lower rung (FAIL to the sampler, with rung_accuracies) are
+    observations once their rung's gap to the top is measured on 3 complete trials: moved by
+    the mean gap, weighed by its variance."""
+    from optuna.distributions import CategoricalDistribution
+
+    space = small_space()
+    archs = list(space)
+    sampler = ParetoSurrogateSampler(space, flops_of, seed=0, reevaluate=False)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    dists = {n: CategoricalDistribution(list(v)) for n, v in space.parameters().items()}
+
+    def add(arch, state, rungs):
+        params = space.params_of(arch)
+        study.add_trial(optuna.trial.create_trial(
+            state=state, params=params, distributions=dists,
+            values=[rungs[-1], flops_of(params)] if state == TrialState.COMPLETE else None,
+            user_attrs={"rung_accuracies": rungs, "architecture": arch.key}))
+
+    from optuna.trial import TrialState
+
+    gaps = [0.10, 0.12, 0.14]
+    for arch, gap in zip(archs[:3], gaps):
+        add(arch, TrialState.COMPLETE, [0.8, 0.8 + gap])
+    add(archs[3], TrialState.FAIL, [0.7])
+    add(archs[4], TrialState.FAIL, [0.6, 0.75])  # rung 1: no gap measured: not used
+    sampler._prepare()
+    observed, blocked = sampler._history(study, number=-1)
+    assert sorted(observed) == sorted(sampler._index[a.key] for a in archs[:3])
+    assert sampler._index[archs[3].key] in blocked
+    believed = sampler._with_lower_fidelity(observed)
+    third = sampler._index[archs[3].key]
+    assert set(believed) - set(observed) == {third}
+    assert believed[third] == [pytest.approx(0.7 + 0.12)]
+    assert sampler._extra[third] == [pytest.approx(np.var(gaps, ddof=1), rel=1e-3)]
+    sampler.fit(believed)  # the extra variance reaches the model
