@@ -189,6 +189,7 @@ def train_model(
 def evaluate_architecture(
     arch: Architecture, data: Dataset, budget: Budget, *, seed: int,
     model: keras.Model | None = None, interrupted: Callable[[], bool] | None = None,
+    state: TrainingState | None = None,
 ) -> Evaluation:
     """Build, cost, train and validate ``arch``: one search trial.
 
@@ -205,6 +206,10 @@ def evaluate_architecture(
             (a search builds it to count its cost before deciding to train it); None: built
             here.
         interrupted: As for :func:`train_model`.
+        state: Continue a training from this checkpoint (its weights, optimizer state and
+            epochs done) up to ``budget.epochs``, with the batch order an uninterrupted
+            training with ``seed`` would have seen; needs ``budget.repeats == 1``. A
+            multi-fidelity search continues a promoted architecture so.
 
     Returns:
         The :class:`Evaluation`.
@@ -213,6 +218,8 @@ def evaluate_architecture(
         PoolnasError: The data's images are too small for ``arch``.
         TrialDiverged: A repeat's loss became NaN or infinite.
     """
+    if state is not None and budget.repeats != 1:
+        raise PoolnasError("a training continued from a checkpoint has one repeat")
     started = time.perf_counter()
     seconds = dict.fromkeys(("build", "cost", "compile", "trace", "train", "evaluate"), 0.0)
     accuracies = []
@@ -229,8 +236,8 @@ def evaluate_architecture(
             tick = time.perf_counter()
             cost = count_cost(model)
             seconds["cost"] += time.perf_counter() - tick
-        accuracy, info = train_model(model, data, budget, seed=seed + repeat,
-                                     interrupted=interrupted)
+        accuracy, info = _train_and_score(model, data, budget, seed=seed + repeat, split="val",
+                                          interrupted=interrupted, state=state)
         accuracies.append(accuracy)
         for phase, value in info["seconds"].items():
             seconds[phase] += value
@@ -363,6 +370,55 @@ def _handle(variable):
     return getattr(variable, "value", variable).handle
 
 
+@dataclass(frozen=True, eq=False)
+class TrainingState:
+    """A checkpoint of one training: what continuing it needs.
+
+    Attributes:
+        epochs: Epochs trained so far.
+        weights: The model's weights (``model.get_weights()``).
+        optimizer: The values of the optimizer's variables (step counter, learning rate,
+            moments), in the order of ``model.optimizer.variables``.
+    """
+
+    epochs: int
+    weights: list[Any]
+    optimizer: list[Any]
+
+    @classmethod
+    def of(cls, model: keras.Model, epochs: int) -> TrainingState:
+        """The state of a compiled, trained ``model`` after ``epochs`` epochs."""
+        return cls(epochs=int(epochs), weights=model.get_weights(),
+                   optimizer=[v.numpy() for v in model.optimizer.variables])
+
+    @classmethod
+    def load(cls, path: str, epochs: int) -> TrainingState:
+        """The state saved in a ``.keras`` file (``model.save`` of a compiled model keeps its
+        optimizer's variables) after ``epochs`` epochs."""
+        import keras
+
+        model = keras.saving.load_model(path, compile=True)
+        if model.optimizer is None or not model.optimizer.variables:
+            raise PoolnasError(f"{path} holds no optimizer state to continue training from")
+        try:
+            return cls.of(model, epochs)
+        finally:
+            del model
+            keras.backend.clear_session()
+
+    def restore(self, model: keras.Model) -> None:
+        """Load this state into ``model``, compiled with the same kind of optimizer and that
+        optimizer built (the evaluator builds it before training)."""
+        model.set_weights(self.weights)
+        variables = model.optimizer.variables
+        if len(variables) != len(self.optimizer):
+            raise PoolnasError(
+                f"the checkpoint's optimizer has {len(self.optimizer)} variables and this "
+                f"training's {len(variables)}: it was trained with another optimizer")
+        for variable, value in zip(variables, self.optimizer):
+            variable.assign(value)
+
+
 # ---------------------------------------------------------------------------------------- internals
 @functools.cache
 def _monitor_class() -> type:
@@ -406,6 +462,14 @@ _SCORE_BATCH = 256
 _EPSILON = 1e-7
 
 
+#: Iterators Keras 3's ``fit`` makes of a training pipeline per epoch (without
+#: ``steps_per_epoch``): one as each epoch begins, and one as it ends (for a next epoch that
+#: does not use it). Each draws a new shuffle order, so epoch ``k`` of a training sees the
+#: ``2k - 1``-th order of its pipeline. A continued training skips as many
+#: (``tests/evaluators/test_training.py`` checks it gives the uninterrupted weights).
+_ITERATORS_PER_EPOCH = 2
+
+
 def _score(model: keras.Model, batches) -> dict[str, float]:
     """Accuracy and mean sparse categorical cross-entropy of ``model`` on ``batches``.
 
@@ -432,7 +496,7 @@ def _score(model: keras.Model, batches) -> dict[str, float]:
 
 def _train_and_score(
     model: keras.Model, data: Dataset, budget: Budget, *, seed: int, split: str,
-    interrupted: Callable[[], bool] | None = None,
+    interrupted: Callable[[], bool] | None = None, state: TrainingState | None = None,
 ) -> tuple[float, dict[str, Any]]:
     import keras
 
@@ -448,6 +512,8 @@ def _train_and_score(
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     model.optimizer.build(model.trainable_variables)
+    if state is not None:
+        state.restore(model)
     compile_seconds = time.perf_counter() - tick
 
     monitor = _monitor_class()(interrupted)
@@ -455,9 +521,16 @@ def _train_and_score(
     # TensorFlow would keep each traced training step (about 15 MiB for a digits model) for the
     # life of the process when Keras' own update registers it; fused updates register nothing,
     # and this releases what an optimizer that is not fused registers.
+    batches = data.train_dataset(budget.batch_size, seed=seed)
+    start = 0 if state is None else state.epochs
+    for _ in range(start * _ITERATORS_PER_EPOCH):
+        # Each iterator of the pipeline draws the next order from its seed: skipping those of
+        # the epochs already trained gives the batches an uninterrupted training sees next.
+        iter(batches)
     with release_training_graphs():
         history = model.fit(
-            data.train_dataset(budget.batch_size, seed=seed),
+            batches,
+            initial_epoch=start,
             epochs=budget.epochs,
             shuffle=False,  # the pipeline reshuffles, with the seed
             verbose=0,

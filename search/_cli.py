@@ -53,7 +53,7 @@ from poolnas.evaluators import (
 from poolnas.search._accuracy_model import fit_accuracy_model
 from poolnas.search._config import DEFAULT_STORAGE, SearchConfig
 from poolnas.search._export import MANIFEST, export_trials, trial_record
-from poolnas.search._pareto import pareto_front
+from poolnas.search._pareto import reported_front
 from poolnas.search._pool import (
     available_cores,
     configure_threads,
@@ -229,6 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="optimizer (default: adam)")
     search.add_argument("--repeats", type=_positive_int, default=1,
                         help="train each architecture with K seeds; the objective is the mean")
+    search.add_argument("--min-epochs", type=_positive_int, default=None, metavar="M",
+                        help="multi-fidelity search (MO-ASHA): train new architectures M epochs "
+                        "and promote the best 1/η of each rung (non-dominated rank, then "
+                        "crowding) to η times more epochs, up to --epochs; only architectures "
+                        "trained to --epochs are complete trials (default: every trial trains "
+                        "--epochs)")
+    search.add_argument("--reduction-factor", type=_non_negative_int, default=None,
+                        metavar="η", help="with --min-epochs: the rungs' ratio η, at least 2 "
+                        "(default: 3)")
+    search.add_argument("--epoch-budget", type=_positive_int, default=None, metavar="N",
+                        help="also end the study once its trials have trained N epochs in total "
+                        "(default: no such limit)")
     search.add_argument("--no-reevaluate", dest="reevaluate", action="store_false",
                         help="never spend a training on another seed of an architecture "
                         "already trained (default: the surrogate sampler does where that is "
@@ -385,11 +397,15 @@ def format_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]])
 
 
 def _front_rows(trials, model: Any = None) -> list[dict[str, Any]]:
-    """Rows of the front: the raw record of each trial, and the accuracy model's posterior
-    mean, sd and ``p_front`` of its architecture (None without a model)."""
+    """Rows of the front (:func:`~poolnas.search.reported_front` of ``trials``): the raw
+    record of each trial, the accuracy model's posterior mean, sd and ``p_front`` of its
+    architecture (None without a model), and ``front_by``: whether it is on the raw front, the
+    model's or both."""
     rows = []
-    for trial in trials:
+    for trial, on in reported_front(trials, model):
         record = trial_record(trial, model)
+        record["front_by"] = on
+        record["front_by_text"] = {"both": "raw+model"}.get(on, on)
         estimate = (None if model is None else
                     model.estimate(trial.user_attrs.get(TrialAttrs.ARCHITECTURE)))
         record["model_text"] = (None if estimate is None else
@@ -410,6 +426,7 @@ def _front_rows(trials, model: Any = None) -> list[dict[str, Any]]:
 
 _FRONT_COLUMNS = (("trial", "trial"), ("accuracy_text", "accuracy"),
                   ("model_text", "model mean ± sd"), ("p_front_text", "p_front"),
+                  ("front_by_text", "front"),
                   ("flops_text", "FLOPs"),
                   ("macs_text", "MACs"), ("params", "params"), ("architecture", "architecture"))
 
@@ -424,7 +441,11 @@ def _front_columns(rows: list[dict[str, Any]]) -> Sequence[tuple[str, str]]:
 
 # ---------------------------------------------------------------------- commands
 def _print_report(r: Any) -> None:
-    """The progress line of one finished trial (a :class:`~poolnas.search.TrialReport`)."""
+    """The progress line of one finished trial (a :class:`~poolnas.search.TrialReport`).
+
+    Its front and best accuracy are raw single measurements (the model's numbers, with their
+    error bars, come in the table at the end and from ``poolnas front``): said so on the line.
+    """
     accuracy = "-" if r.accuracy is None else f"{r.accuracy:.4f}"
     best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}"
     flops = "FLOPs -" if r.flops is None else f"{flops_text(r.flops)}FLOPs"
@@ -432,8 +453,8 @@ def _print_report(r: Any) -> None:
         flops += f"  {r.latency_ms:.3f} ms"
     note = f"  ({r.note})" if r.note else ""
     print(f"[{r.done}/{r.total}] trial {r.number} {r.state}: acc {accuracy}  "
-          f"{flops}  {r.seconds:.1f}s  {r.key}{note}  | front {r.front_size},"
-          f" best acc {best}", flush=True)
+          f"{flops}  {r.seconds:.1f}s  {r.key}{note}  | raw front {r.front_size},"
+          f" best observed acc {best}", flush=True)
 
 
 def _say(what: str) -> None:
@@ -467,6 +488,11 @@ def _search(args: argparse.Namespace) -> int:
         raise PoolnasError("--tuner and --tuner-dir are options of --engine keras-tuner")
     if keras_tuner and not args.reevaluate:
         raise PoolnasError("--no-reevaluate is an option of --engine optuna's surrogate sampler")
+    if keras_tuner and (args.min_epochs, args.reduction_factor, args.epoch_budget) != (
+            None, None, None):
+        raise PoolnasError("--min-epochs, --reduction-factor and --epoch-budget are options of "
+                           "--engine optuna (KerasTuner's multi-fidelity search is --tuner "
+                           "hyperband)")
     if keras_tuner and args.workers > 1:
         raise PoolnasError("--engine keras-tuner runs one KerasTuner tuner; leave out --workers")
     if keras_tuner and args.parallel not in (None, 1):
@@ -499,6 +525,8 @@ def _search(args: argparse.Namespace) -> int:
         artifacts=args.artifacts,
         heartbeat=args.heartbeat, reevaluate=args.reevaluate,
         parallel=1 if keras_tuner else args.parallel,
+        min_epochs=args.min_epochs, reduction_factor=args.reduction_factor,
+        epoch_budget=args.epoch_budget,
     )
     report = None if args.quiet else _print_report
     if keras_tuner:
@@ -509,7 +537,11 @@ def _search(args: argparse.Namespace) -> int:
         proposer = f"KerasTuner {runner.tuner_name} tuner"
     else:
         runner = SearchRunner(config, report=report, hooks=DASHBOARD_HOOKS, announce=say)
-        proposer = f"sampler {type(runner.study.sampler).__name__} (--sampler {config.sampler})"
+        sampler = getattr(runner.study.sampler, "inner", runner.study.sampler)
+        proposer = f"sampler {type(sampler).__name__} (--sampler {config.sampler})"
+        if config.schedule is not None:
+            proposer += (f"; rungs of {', '.join(map(str, config.schedule.rungs))} epochs, "
+                         f"η = {config.schedule.reduction_factor}")
     if not args.quiet:
         data = runner.data
         done = runner.complete_trials()
@@ -522,13 +554,15 @@ def _search(args: argparse.Namespace) -> int:
               + (f"; {args.workers} workers x {threads} threads" if args.workers > 1 else "")
               + (f"; {runner.parallel} trials per fused step" if runner.parallel > 1 else ""),
               flush=True)
-    front = run_with_workers(runner, args.workers - 1, threads=threads, report=report)
+    run_with_workers(runner, args.workers - 1, threads=threads, report=report)
     done = runner.complete_trials()
     if done < config.trials and config.timeout is not None:
         print(f"\n--timeout {config.timeout:g} s reached: {done}/{config.trials} trials complete; "
               "run the same command again to continue the study", flush=True)
-    print(f"\nPareto front of study {config.study!r} ({_count(len(front), 'architecture')}):")
-    rows = _front_rows(front, fit_accuracy_model(runner.study))
+    trials = runner.study.get_trials(deepcopy=False)
+    rows = _front_rows(trials, fit_accuracy_model(runner.study, trials))
+    print(f"\nPareto front of study {config.study!r} ({_count(len(rows), 'architecture')}; "
+          "front: on the raw front, the model's, or both):")
     print(format_table(rows, _front_columns(rows)))
     return 0
 
@@ -544,14 +578,14 @@ def _cmd_front(args: argparse.Namespace) -> int:
     _, study = open_study(args.storage, args.study)
     trials = study.get_trials(deepcopy=False)
     model = fit_accuracy_model(study, trials)
-    rows = _front_rows(pareto_front(trials), model)
+    rows = _front_rows(trials, model)
     explained = None
     if args.explain:
         explained = analyse_study(study, trials, model=model)
     if args.format == "json":
         keys = ("trial", "architecture", "accuracy", "accuracy_std", "accuracy_mean",
-                "accuracy_sd", "p_front", "flops", "latency_ms", "macs", "params", "epochs",
-                "train_seconds")
+                "accuracy_sd", "p_front", "front_by", "flops", "latency_ms", "macs", "params",
+                "epochs", "train_seconds")
         records = [{k: r[k] for k in keys} for r in rows]
         if explained is not None:
             print(json.dumps({"front": records, "explain": explained.as_dict()}, indent=2))
@@ -560,7 +594,7 @@ def _cmd_front(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         buffer = io.StringIO()
         keys = ["trial", "architecture", "accuracy", "accuracy_std", "accuracy_mean",
-                "accuracy_sd", "p_front", "flops", "latency_ms", "macs", "params"]
+                "accuracy_sd", "p_front", "front_by", "flops", "latency_ms", "macs", "params"]
         writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore",
                                 lineterminator="\n")
         writer.writeheader()

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from poolnas.evaluators import DEFAULT_TOLERANCE, Budget, check_runtime
+from poolnas.search._multi_fidelity import RungSchedule
 from poolnas.search._samplers import SAMPLERS
 from poolnas.search._settings import as_json
 from poolnas.search._storage import needs_artifact_dir
@@ -55,6 +56,12 @@ class SearchConfig:
             (:func:`~poolnas.evaluators.evaluate_architectures`); 1 (default): one trial at a
             time; None: automatic (:func:`~poolnas.search.auto_parallel`). Each is still its
             own trial, with its own seed and the same result as trained alone.
+        min_epochs: Multi-fidelity search (:mod:`._multi_fidelity`): epochs of the lowest rung
+            (``--min-epochs``); None (default): every trial trains ``budget.epochs``.
+        reduction_factor: With ``min_epochs``: η, the rungs' ratio and the share ``1/η`` a
+            rung promotes (default 3).
+        epoch_budget: The study also ends once its trials have trained this many epochs in
+            total (``--epoch-budget``; None: no such limit).
         worker: Index of this worker among those started together (``--workers``), for
             messages. Workers need no seeds of their own: each trial draws with a seed made of
             ``seed`` and the trial's number.
@@ -80,6 +87,9 @@ class SearchConfig:
     heartbeat: int = 60
     reevaluate: bool = True
     parallel: int | None = 1
+    min_epochs: int | None = None
+    reduction_factor: int | None = None
+    epoch_budget: int | None = None
     worker: int = 0
 
     def __post_init__(self) -> None:
@@ -124,12 +134,34 @@ class SearchConfig:
             )
         if self.budget is None:
             object.__setattr__(self, "budget", Budget())
+        if self.reduction_factor is not None and self.min_epochs is None:
+            raise PoolnasError("--reduction-factor is an option of multi-fidelity search; "
+                               "give --min-epochs as well")
+        if self.epoch_budget is not None and (isinstance(self.epoch_budget, bool)
+                                              or self.epoch_budget < 1):
+            raise PoolnasError(f"--epoch-budget must be a positive number of epochs, "
+                               f"got {self.epoch_budget!r}")
+        if self.schedule is not None and self.budget.repeats != 1:
+            raise PoolnasError("--min-epochs trains one model per architecture; leave out "
+                               "--repeats")
         if not self.reevaluate and self.budget.repeats < 1:
             raise PoolnasError("--no-reevaluate with --repeats 0 leaves no training to do; "
                                "use --repeats 1 or more")
         if not self.reevaluate and self.sampler not in ("auto", "surrogate"):
             raise PoolnasError(f"--no-reevaluate is an option of the surrogate sampler; "
                                f"--sampler {self.sampler} never re-evaluates")
+
+    @property
+    def schedule(self) -> RungSchedule | None:
+        """The rungs of a multi-fidelity search (None without ``min_epochs``).
+
+        Raises:
+            PoolnasError: ``min_epochs`` above the epochs, or η below 2.
+        """
+        if self.min_epochs is None:
+            return None
+        eta = 3 if self.reduction_factor is None else self.reduction_factor
+        return RungSchedule(self.min_epochs, eta, self.budget.epochs)
 
     def study_settings(self, data: Dataset, *, engine: str | None = None) -> dict[str, Any]:
         """The settings a study of this configuration stores (see :mod:`._settings`)."""
@@ -150,4 +182,6 @@ class SearchConfig:
                             latency_runtime=self.latency_runtime)
         if engine is not None:
             settings["engine"] = engine
+        if self.schedule is not None:
+            settings["rungs"] = self.schedule.as_setting()
         return as_json(settings)

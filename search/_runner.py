@@ -11,8 +11,11 @@ FLOPs (minimize). :class:`TrialReport` is what the progress line of a finished t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
+import os
 import signal
+import tempfile
 import threading
 import time
 import warnings
@@ -24,6 +27,7 @@ import optuna
 
 from poolnas.evaluators import (
     LatencyTable,
+    TrainingState,
     cached_table,
     evaluate_architecture,
     evaluate_architectures,
@@ -33,6 +37,13 @@ from poolnas.evaluators import (
 from poolnas.search._config import SearchConfig
 from poolnas.search._costs import CostModel
 from poolnas.search._locks import StudyLock
+from poolnas.search._multi_fidelity import (
+    FullFidelityView,
+    epochs_spent,
+    lineage_root,
+    next_promotion,
+    trained_lineage,
+)
 from poolnas.search._pareto import pareto_front
 from poolnas.search._reclaim import (
     POLL_SECONDS,
@@ -139,6 +150,8 @@ class SearchRunner:
                  data: Dataset | None = None, hooks: TrialHooks | None = None,
                  announce: Callable[[str], None] | None = None) -> None:
         self.config = config
+        #: The rungs of a multi-fidelity search (``--min-epochs``), else None.
+        self.schedule = config.schedule
         self.report = report or (lambda _: None)
         # Everything that can fail on user input fails here, before storage is touched.
         if data is None:
@@ -228,6 +241,8 @@ class SearchRunner:
     # ------------------------------------------------------------------ objective
     def objective(self, trial: optuna.Trial) -> tuple[float, float]:
         """Train and record one trial's architecture: its ``(accuracy, flops)``."""
+        if self.schedule is not None:
+            return self._objective_rung(trial)
         arch = self.config.space.suggest(trial)
         candidate = self.recorder.begin(trial, arch, epochs=self.config.budget.epochs)
         if not candidate.needs_training:
@@ -241,6 +256,67 @@ class SearchRunner:
             seconds=evaluation.seconds)
         self.timings.append(candidate.seconds)
         return values
+
+    def _objective_rung(self, trial: optuna.Trial) -> tuple[float, float]:
+        """One rung of a multi-fidelity search (:mod:`._multi_fidelity`): a new architecture
+        trained to the lowest rung, or a promotion continued from its parent's checkpoint to
+        the next. Below the top rung the trial ends PRUNED (``optuna.TrialPruned``)."""
+        schedule = self.schedule
+        arch = self.config.space.suggest(trial)
+        attrs = trial.storage.get_trial_user_attrs(trial._trial_id)
+        parent_number = attrs.get(TrialAttrs.PROMOTED_FROM)
+        trials = self.study.get_trials(deepcopy=False)
+        if parent_number is None:
+            rung, state, history = 0, None, []
+            seed = self.recorder.seed(trial.number)
+        else:
+            rung = int(attrs[TrialAttrs.RUNG])
+            parent = next(t for t in trials if t.number == int(parent_number))
+            history = list(parent.user_attrs[TrialAttrs.RUNG_ACCURACIES])
+            seed = self.recorder.seed(lineage_root(trials, int(parent_number)))
+        epochs = schedule.rungs[rung]
+        candidate = self.recorder.begin(trial, arch, epochs=epochs,
+                                        reuse=parent_number is None)
+        if not candidate.needs_training:
+            return candidate.values  # trained to the top rung before, or over the budget
+        if parent_number is None:
+            other = trained_lineage(trials, arch.key, trial.number)
+            if other is not None:
+                trial.set_user_attr(TrialAttrs.DUPLICATE_OF, other.number)
+                raise optuna.TrialPruned(f"same architecture as trial {other.number}, which "
+                                         "trains it at a rung")
+        else:
+            state = self._checkpoint(parent)
+        trial.set_user_attr(TrialAttrs.RUNG, rung)
+        budget = dataclasses.replace(self.config.budget, epochs=epochs)
+        evaluation = evaluate_architecture(arch, self.data, budget, seed=seed,
+                                           interrupted=self.stop.signalled, state=state)
+        values = self.recorder.record_trained(
+            candidate, model=evaluation.model, accuracy=evaluation.accuracy,
+            accuracies=evaluation.accuracies, train_seconds=evaluation.train_seconds,
+            seconds=evaluation.seconds)
+        history.append(float(evaluation.accuracy))
+        trial.set_user_attr(TrialAttrs.RUNG_ACCURACIES, history)
+        trial.set_user_attr(TrialAttrs.EPOCHS_TRAINED, epochs)
+        # Optuna refuses trial.report() in a multi-objective study, but its storages keep
+        # intermediate values all the same: optuna-dashboard draws them as the trial's curve.
+        for step, accuracy in zip(schedule.rungs, history):
+            trial.storage.set_trial_intermediate_value(trial._trial_id, step, accuracy)
+        self.timings.append(candidate.seconds)
+        if rung < schedule.top:
+            raise optuna.TrialPruned(f"rung {rung} ({epochs} epochs) done")
+        return values
+
+    def _checkpoint(self, parent: optuna.trial.FrozenTrial) -> TrainingState:
+        """The training state a promotion continues: the parent trial's stored model."""
+        artifact = parent.user_attrs.get(TrialAttrs.MODEL_ARTIFACT)
+        if artifact is None:
+            raise PoolnasError(f"trial {parent.number} stored no model to continue from")
+        with tempfile.TemporaryDirectory(prefix="poolnas-") as tmp:
+            path = os.path.join(tmp, f"trial{parent.number:05d}.keras")
+            optuna.artifacts.download_artifact(artifact_store=self.handle.artifact_store(),
+                                               file_path=path, artifact_id=artifact)
+            return TrainingState.load(path, int(parent.user_attrs[TrialAttrs.EPOCHS_TRAINED]))
 
     # ------------------------------------------------------------------ after each trial
     def _after_trial(self, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
@@ -272,11 +348,21 @@ class SearchRunner:
         elif frozen.state == optuna.trial.TrialState.FAIL:
             note = frozen.user_attrs.get(TrialAttrs.FAIL_REASON, "failed")
         trained = frozen.values and TrialAttrs.INFEASIBLE not in frozen.user_attrs
+        accuracy = frozen.values[0] if trained else None
+        costed = bool(frozen.values)
+        if self.schedule is not None and TrialAttrs.RUNG_ACCURACIES in frozen.user_attrs:
+            rung = int(frozen.user_attrs[TrialAttrs.RUNG])
+            accuracy = frozen.user_attrs[TrialAttrs.RUNG_ACCURACIES][-1]
+            costed = True
+            note = (f"rung {rung + 1}/{len(self.schedule.rungs)}, "
+                    f"{frozen.user_attrs[TrialAttrs.EPOCHS_TRAINED]} epochs"
+                    + (f", continues trial {frozen.user_attrs[TrialAttrs.PROMOTED_FROM]}"
+                       if TrialAttrs.PROMOTED_FROM in frozen.user_attrs else ""))
         self.report(TrialReport(
             number=frozen.number, key=key, state=state,
-            accuracy=frozen.values[0] if trained else None,
-            flops=frozen.user_attrs.get(TrialAttrs.FLOPS) if frozen.values else None,
-            latency_ms=frozen.user_attrs.get(TrialAttrs.LATENCY_MS) if frozen.values else None,
+            accuracy=accuracy,
+            flops=frozen.user_attrs.get(TrialAttrs.FLOPS) if costed else None,
+            latency_ms=frozen.user_attrs.get(TrialAttrs.LATENCY_MS) if costed else None,
             seconds=(frozen.duration.total_seconds() if frozen.duration else 0.0),
             note=note, front_size=len(front),
             best_accuracy=max((t.values[0] for t in front), default=None),
@@ -385,6 +471,11 @@ class SearchRunner:
         complete = sum(t.state == state.COMPLETE for t in trials)
         if complete >= self.config.trials:
             return "done"
+        if (self.config.epoch_budget is not None
+                and epochs_spent(trials, self.schedule) >= self.config.epoch_budget):
+            return "done"
+        if self.schedule is not None:
+            return self._next_rung_step(trials, complete)
         if complete + sum(t.state == state.RUNNING for t in trials) >= self.config.trials:
             return "wait"  # Other workers' trials take the remaining slots.
         # The next trial (its number is the count so far: trials are made under the lock) draws
@@ -399,19 +490,53 @@ class SearchRunner:
                                                                for t in trials)
         return "run"
 
+    def _next_rung_step(self, trials: list[optuna.trial.FrozenTrial], complete: int) -> str:
+        """:meth:`_next_step` of a multi-fidelity search: enqueue a promotion (ASHA: the
+        highest rung first) or let the sampler propose a new architecture at the lowest rung.
+        Under the study lock, so no parent is promoted twice."""
+        state = optuna.trial.TrialState
+        top = self.schedule.top
+        running = [t for t in trials if t.state in (state.RUNNING, state.WAITING)]
+        # (A trial being created has no rung yet: it is a new architecture, rung 0.)
+        at_top = sum(int(t.user_attrs.get(TrialAttrs.RUNG, 0)) == top for t in running)
+        if complete + at_top >= self.config.trials:
+            return "wait"  # The promotions under way to the top rung take the slots left.
+        tried = {t.user_attrs.get(TrialAttrs.ARCHITECTURE) for t in trials
+                 if t.state != state.FAIL} - {None}
+        exhausted = len(tried) >= self.config.space.size
+        promotion = next_promotion(trials, self.schedule, exhausted=exhausted)
+        if promotion is not None:
+            parent = next(t for t in trials if t.number == promotion.number)
+            self.study.enqueue_trial(parent.params, user_attrs={
+                TrialAttrs.PROMOTED_FROM: parent.number, TrialAttrs.RUNG: promotion.rung + 1,
+            }, skip_if_exists=False)
+            return "run"
+        if exhausted and not any(t.state == state.WAITING for t in trials):
+            # Every architecture was tried and every one promoted as far as it goes.
+            return "wait" if running else "done"
+        seed = (self.config.seed * 1_000_003 + len(trials)) % 2**32
+        if not isinstance(self.study.sampler.inner,
+                          (ParetoSurrogateSampler, optuna.samplers.GridSampler)):
+            self.study.sampler = self._sampler(seed)
+        return "run"
+
     def _reseed_sampler(self, number: int) -> None:
         """Give the sampler the seed of trial ``number`` (see :meth:`_next_step`)."""
         seed = (self.config.seed * 1_000_003 + number) % 2**32
-        if not isinstance(self.study.sampler,
+        if not isinstance(getattr(self.study.sampler, "inner", self.study.sampler),
                           (ParetoSurrogateSampler, optuna.samplers.GridSampler)):
             self.study.sampler = self._sampler(seed)
 
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        return make_sampler(self.config.sampler, self.config.space, seed,
-                            flops_of=self._flops_of,
-                            max_flops=(self.config.max_latency if self.config.cost == "latency"
-                                       else self.config.max_flops),
-                            reevaluate=self.config.reevaluate)
+        sampler = make_sampler(self.config.sampler, self.config.space, seed,
+                               flops_of=self._flops_of,
+                               max_flops=(self.config.max_latency if self.config.cost == "latency"
+                                          else self.config.max_flops),
+                               # A re-evaluation would go through the rungs again: not offered
+                               # in a multi-fidelity search.
+                               reevaluate=self.config.reevaluate and self.schedule is None)
+        # A multi-fidelity search's sampler learns from trials trained to --epochs only.
+        return sampler if self.schedule is None else FullFidelityView(sampler)
 
     def _run_one_trial(self) -> None:
         """One trial through ``study.optimize`` (its heartbeat, retries and callbacks)."""
@@ -436,6 +561,10 @@ class SearchRunner:
         """How many trials the next step trains together: ``--parallel``, at most the free
         slots and at most the failures still allowed in a row (1: one trial through
         ``study.optimize``, as without ``--parallel``)."""
+        if self.schedule is not None or self.config.epoch_budget is not None:
+            # A multi-fidelity search trains each rung's trial through its own path, and an
+            # epoch budget is checked trial by trial.
+            return 1
         return max(1, min(self.parallel, self._free_slots,
                           MAX_CONSECUTIVE_FAILURES - self._failures))
 
@@ -623,6 +752,8 @@ class SearchRunner:
         try:
             with beat:
                 return self.objective(trial)
+        except optuna.TrialPruned:
+            raise  # A multi-fidelity trial that ends below the top rung: not a failure.
         except KeyboardInterrupt as error:
             self._interrupted_trial = trial._trial_id
             trial.set_user_attr(TrialAttrs.FAIL_REASON, f"interrupted: {self._stopped_by(error)}")

@@ -41,7 +41,7 @@ METRIC_NAMES = ("accuracy", "flops")
 DIRECTIONS = (optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE)
 #: Settings that must match for a resume (``seed`` is checked apart: older studies lack it).
 RESUME_KEYS = ("engine", "dataset", "data_options", "budget", "space", "max_flops", "cost",
-               "max_latency", "latency_runtime")
+               "max_latency", "latency_runtime", "rungs")
 #: The command-line options behind each setting, for the refusal's message.
 _OPTIONS = {
     "engine": "--engine/--tuner",
@@ -52,6 +52,7 @@ _OPTIONS = {
     "cost": "--cost",
     "max_latency": "--max-latency",
     "latency_runtime": "--latency-runtime",
+    "rungs": "--min-epochs and --reduction-factor",
     "input_shape": "data",
     "num_classes": "data",
     "input_scale": "data",

@@ -26,7 +26,9 @@ class TrialAttrs:
     ``FAIL_REASON``, ``RETRY_OF`` (the attempt a retry repeats), ``REPEAT_OF`` (a re-evaluation:
     the first trial of the architecture it trains again, with another seed), ``HEARTBEAT``
     (journal files), and, for trials a KerasTuner tuner ran, ``KERAS_TUNER_TRIAL`` and
-    ``CONTINUES``; a general KerasTuner space's trial also ``KERAS_TUNER_VALUES``.
+    ``CONTINUES``; a general KerasTuner space's trial also ``KERAS_TUNER_VALUES``. A
+    multi-fidelity trial: ``RUNG``, ``EPOCHS_TRAINED``, ``RUNG_ACCURACIES`` and, for a
+    promotion, ``PROMOTED_FROM``.
     """
 
     ARCHITECTURE: Final = "architecture"
@@ -53,8 +55,15 @@ class TrialAttrs:
     #: A general (not poolnas) KerasTuner space: the trial's KerasTuner values, whole.
     KERAS_TUNER_VALUES: Final = "keras_tuner_values"
     CONTINUES: Final = "continues"
+    #: Multi-fidelity search (``--min-epochs``, :mod:`._multi_fidelity`): the rung a trial
+    #: trained its architecture to (0 = the lowest), the epochs trained so far, the accuracy
+    #: at every rung reached, and the trial a promotion continues.
+    RUNG: Final = "rung"
+    EPOCHS_TRAINED: Final = "epochs_trained"
+    RUNG_ACCURACIES: Final = "rung_accuracies"
+    PROMOTED_FROM: Final = "promoted_from"
 
     #: What a duplicate copies from the trial that was trained (its results, not its timings).
     REUSED: Final = (ACCURACY_STD, ACCURACIES, TRAIN_SECONDS, MODEL_ARTIFACT, INFEASIBLE)
     #: What a retry keeps from the attempt that died (the rest is measured again).
-    KEPT_BY_RETRY: Final = (ARCHITECTURE,)
+    KEPT_BY_RETRY: Final = (ARCHITECTURE, PROMOTED_FROM, RUNG)
