@@ -14,6 +14,9 @@ known before training, as FLOPs are in poolnas. Searches are replayed with ``rep
 machinery (unique trainings to 95 % / 99 % of the true range-normalised hypervolume).
 
     python benchmarks/nasbench_graph.py --dataset cora --seeds 10 --cap 200
+    python benchmarks/nasbench_graph.py --seeds 30 --strategies surrogate@300,tpe@1500,random@3000
+
+A strategy may carry its own cap (``name@cap``); ``--jobs`` runs the seeds in processes.
 """
 
 from __future__ import annotations
@@ -111,11 +114,25 @@ def run_optuna(name: str, table, seed: int, cap: int):
     return curve
 
 
+_TABLES: dict = {}
+
+
+def _run_seed(job):
+    """One seeded run in a worker process (the table is loaded once per process)."""
+    dataset, name, seed, cap = job
+    if dataset not in _TABLES:
+        _TABLES[dataset] = load(dataset)[0]
+    curve = run_optuna(name, _TABLES[dataset], seed, cap)
+    curve.table = None  # the caller has its own copy; do not send the table back
+    return curve
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="cora")
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--cap", type=int, default=200)
+    parser.add_argument("--cap", type=int, default=200, help="trainings per run, at most")
+    parser.add_argument("--jobs", type=int, default=1, help="processes for the seeds")
     parser.add_argument("--strategies", default="surrogate,surrogate:reevaluate=0,previous,"
                                                 "tpe,random")
     args = parser.parse_args()
@@ -125,10 +142,20 @@ def main() -> None:
           f"architectures, true front {len(table.front)} ({time.perf_counter() - started:.0f} s "
           "to load)", file=sys.stderr, flush=True)
     results = []
-    for name in args.strategies.split(","):
+    for entry in args.strategies.split(","):
+        name, _, cap = entry.partition("@")
+        cap = int(cap) if cap else args.cap
         tick = time.perf_counter()
-        curves = [run_optuna(name, table, seed, args.cap) for seed in range(args.seeds)]
-        result = replay.summarise(name, curves, table, args.cap)
+        if args.jobs > 1:
+            from concurrent.futures import ProcessPoolExecutor
+            from multiprocessing import get_context
+
+            with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+                curves = list(pool.map(_run_seed, [(args.dataset, name, seed, cap)
+                                                   for seed in range(args.seeds)]))
+        else:
+            curves = [run_optuna(name, table, seed, cap) for seed in range(args.seeds)]
+        result = replay.summarise(name, curves, table, cap)
         result["seconds"] = round(time.perf_counter() - tick, 1)
         results.append(result)
         print(f"{name}: to 95% {result['to_95']}, to 99% {result['to_99']}, "

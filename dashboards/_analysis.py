@@ -33,6 +33,7 @@ from poolnas.search import (
     is_feasible,
     model_fields,
     pareto_front,
+    reported_front,
 )
 from poolnas.spaces import OPS, SKIPS, Architecture, PoolnasError, SearchSpace
 
@@ -372,7 +373,8 @@ def analyse_choices(trials: Iterable[FrozenTrial], *,
         The analysis; its :attr:`~ChoiceAnalysis.stats` are in catalogue order per point.
     """
     trials = list(trials)
-    front = tuple(t.number for t in pareto_front(trials))
+    # The front poolnas reports: the raw front and the model's members it misses.
+    front = tuple(t.number for t, _ in reported_front(trials, model))
     candidates = candidates_of(trials, front=front)
     front_set = set(front)
     points = max((len(c.architecture.points) for c in candidates),

@@ -18,7 +18,7 @@ module                 what it owns
 ``_locks``             :class:`StudyLock`, one worker at a time starts a trial
 ``_storage``           :func:`open_storage`: SQLite, PostgreSQL, MySQL, journal files, artifacts
 ``_snapshots``         the Pareto-front snapshot tables
-``_pareto``            :func:`pareto_front`, :func:`hypervolume`
+``_pareto``            :func:`pareto_front`, :func:`reported_front`, :func:`hypervolume`
 ``_export``            :func:`export_trials`: ``.keras`` files and ``manifest.json``
 ``_retrain``           ``export --retrain-epochs``: retrain and test on held-out data
 ``keras_tuner/``       the KerasTuner integration: HyperModel, :class:`OptunaOracle`, the engine
@@ -53,7 +53,7 @@ from poolnas.search._export import (
     write_file_atomically,
 )
 from poolnas.search._locks import StudyLock
-from poolnas.search._pareto import hypervolume, is_feasible, pareto_front
+from poolnas.search._pareto import hypervolume, is_feasible, pareto_front, reported_front
 from poolnas.search._pool import (
     WorkerPool,
     configure_threads,
@@ -160,6 +160,7 @@ __all__ = [
     "open_storage",
     "open_study",
     "pareto_front",
+    "reported_front",
     "quiet_tensorflow",
     "reclaim_dead_trials",
     "recorded_artifacts",

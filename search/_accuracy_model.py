@@ -8,29 +8,43 @@ The model
 ---------
 A Gaussian process on the architectures' parameter values (``point1_op=avg``, …) with an
 *overlap* kernel: with ``m(x, x')`` the number of parameters on which two architectures agree
-out of ``P``,
+out of ``P`` and ``C(m, k)`` binomial coefficients,
 
-    k(x, x') = c + a * m / P + b * m (m - 1) / (P (P - 1)).
+    k(x, x') = c + a m / P + b C(m, 2) / C(P, 2) + t C(m, 3) / C(P, 3) + d [x = x'].
 
 The ``a`` term is exactly Bayesian linear regression on one-hot features (one weight per value of
-each parameter, prior variance ``a / P``): the additive model. The ``b`` term is the same on
-one-hot features of every *pair* of parameters (``m (m - 1) / 2`` pairs agree): interactions
-between choices (one point's op changes what another's skip is worth). ``c`` is the intercept.
-Observations are single trainings: ``y = f(x) + e``, ``e ~ N(0, s^2)``, one noise level for the
-space. Every seed of every trial is an observation, so repeats and re-evaluations of one
-architecture are what pins the noise down (the evidence separates the scatter within an
-architecture from the differences between architectures), and an architecture's posterior sd
-shrinks with the number of its trainings.
+each parameter): the additive model. The ``b`` term is the same on one-hot features of every
+*pair* of parameters (``C(m, 2)`` pairs agree): interactions between choices (one point's op
+changes what another's skip is worth); ``t`` the same for triples (stems x ops x merges). ``c``
+is the intercept. ``d`` (the "nugget") is what is particular to one architecture, beyond every
+term of lower order. Observations are single trainings: ``y = f(x) + e``, ``e ~ N(0, s^2)``.
+Every seed of every trial is an observation, so the scatter *within* an architecture (repeats,
+re-evaluations, ``--repeats``) is what tells seed noise ``s^2`` (which more trainings average
+away) from ``d`` (which they do not); an architecture's posterior sd shrinks with the number of
+its trainings only as far as its noise allows. Without the nugget the model took what its
+low-order terms cannot fit for seed noise, and re-evaluated architectures whose trainings
+agreed exactly (docs/benchmarks.md, "Answer quality").
 
-Complexity from the data: accuracies are standardised, and ``(a, b, s^2)`` are chosen on a grid
-by the marginal likelihood (the evidence; Rasmussen and Williams, *Gaussian Processes for Machine
-Learning*, 2006, ch. 5), with ``b = 0`` (purely additive) on the grid, so that an additive space
-keeps the additive model and a space with interactions gets them. The data enter through
-sufficient statistics per architecture (count, mean, within sum of squares), which is exact and
-keeps the fit at ``O(u^3)`` for ``u`` distinct trained architectures.
+Complexity from the data: accuracies are standardised, and ``(a, b, t, r, share)`` (``r = d +
+s^2`` the residual variance, ``share = s^2 / r``) are weighed on a grid by the marginal
+likelihood (the evidence; Rasmussen and Williams, *Gaussian Processes for Machine Learning*,
+2006, ch. 5), with ``b = t = 0`` (purely additive) on the grid, so that an additive space keeps
+the additive model and a space with interactions gets them. The evidence is climbed from a few
+starts (one step in one hyper-parameter at a time) instead of evaluated on the whole grid, and
+the model *averages* over the most probable settings the climbs evaluated (a mixture, weighted
+by the evidence), rather than betting on one: with 20-60 trainings the data cannot pin the
+hyper-parameters down, and a single best setting gave intervals that covered 80 % where they
+claimed 95 %. Without any repeat the split ``share`` is not identified (the evidence is flat
+along it) and the average keeps the whole range. The data enter through sufficient statistics
+per architecture (the precision-weighted mean of its trainings and the likelihood of their
+scatter), which is exact and keeps a fit at ``O(u^3)`` for ``u`` distinct trained
+architectures. A training may carry an extra variance of its own (a lower-fidelity accuracy
+moved to the full budget's scale, in a multi-fidelity search): it then weighs less.
 
 Cost: a proposal predicts every candidate: one ``(N x D) @ (D x u)`` product of one-hot codes
-and one ``(N x u) @ (u x u)`` product, ``O(N u^2)``, on one BLAS thread;
+(the overlaps, from which each setting's kernel is a table lookup) and one ``(N x u) @ (u x u)``
+product per averaged setting (a sampler averages over at most ``SAMPLER_COMPONENTS``), ``O(N
+u^2)``, on one BLAS thread;
 ``benchmarks/proposal_time.py`` times a whole proposal on a 50,000-architecture space
 (docs/benchmarks.md: 0.53 s with 200 trained architectures).
 """
@@ -49,46 +63,97 @@ from threadpoolctl import ThreadpoolController
 __all__ = ["AccuracyModel", "ArchitectureEstimate", "ChoiceEffect", "Observations", "StudyModel",
            "dominance_probabilities", "fit_accuracy_model", "model_fields"]
 
-#: The evidence's grid (standardised units): main-effect variance a, pairwise variance b,
-#: noise variance s^2.
-MAIN_GRID = (0.1, 0.3, 1.0, 3.0)
-PAIR_GRID = (0.0, 0.1, 0.3, 1.0)
-NOISE_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+#: The hyper-parameters' grids (standardised units): main-effect variance, pairwise variance,
+#: third-order variance, and the residual variance of one training beyond those terms, split
+#: into seed noise s^2 (``noise_share`` of it: repeats average it away) and a per-architecture
+#: variance d (the "nugget": what no term of lower order explains, which repeats of one
+#: architecture do not average away). Without repeats the split is not identified: the
+#: evidence is flat along ``noise_share`` and the average below keeps the whole range.
+GRIDS = {
+    "main": (0.03, 0.1, 0.3, 1.0, 3.0),
+    "pair": (0.0, 0.03, 0.1, 0.3, 1.0),
+    "triple": (0.0, 0.03, 0.1, 0.3, 1.0),
+    "residual": (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0),
+    "noise_share": (1.0, 0.5, 0.2, 0.05, 0.01),
+}
+#: Where the evidence's climbs start (grid indices): additive, then with interactions of each
+#: order.
+STARTS = ({"main": 2, "pair": 0, "triple": 0, "residual": 4, "noise_share": 1},
+          {"main": 2, "pair": 2, "triple": 0, "residual": 3, "noise_share": 1},
+          {"main": 2, "pair": 0, "triple": 2, "residual": 3, "noise_share": 1})
 INTERCEPT = 1.0
+#: Hyper-parameter settings averaged over: the most probable of those the climbs evaluated,
+#: holding this much of their posterior mass, at most MAX_COMPONENTS of them (the answer: the
+#: front's and the effects' numbers).
+MASS = 0.99
+MAX_COMPONENTS = 16
+#: What a sampler's proposal averages over: every candidate of the space is predicted under
+#: each setting, so fewer (docs/benchmarks.md, "Proposal time").
+SAMPLER_COMPONENTS = 4
 
-#: The BLAS thread pools. The evidence grid factors ~100 small (u x u) matrices; on a loaded
-#: 2-core machine OpenBLAS' threads made each Cholesky 5-20x slower than one thread (measured:
-#: 3-11 ms against 0.6 ms at u = 200), so the model's linear algebra runs on one thread.
+#: The BLAS thread pools. The evidence grid factors a few hundred small (u x u) matrices; on a
+#: loaded 2-core machine OpenBLAS' threads made each Cholesky 5-20x slower than one thread
+#: (measured: 3-11 ms against 0.6 ms at u = 200), so the model's linear algebra runs on one
+#: thread.
 _THREADS = ThreadpoolController()
 
 
 @dataclass(frozen=True)
 class Observations:
-    """Trainings grouped by architecture: the model's sufficient statistics.
+    """Trainings grouped by architecture: what the model is fitted to.
 
     Attributes:
         rows: Parameter values of each distinct architecture.
         counts: Trainings (seeds) of each.
         means: Their mean accuracy.
         sumsq: Their sum of squared deviations from that mean.
+        values: Every training's accuracy, per architecture.
+        extra: Per training, a variance it has beyond seed noise (accuracy units squared; 0 for
+            a training to the search's full budget; > 0 for a lower-fidelity accuracy moved to
+            the full budget's scale, whose error this is).
     """
 
     rows: tuple[Mapping[str, Any], ...]
     counts: np.ndarray
     means: np.ndarray
     sumsq: np.ndarray
+    values: tuple[np.ndarray, ...] = ()
+    extra: tuple[np.ndarray, ...] = ()
 
     @classmethod
-    def of(cls, rows: Sequence[Mapping[str, Any]],
-           accuracies: Sequence[Sequence[float]]) -> Observations:
-        """From one row of parameter values and its list of accuracies per architecture."""
+    def of(cls, rows: Sequence[Mapping[str, Any]], accuracies: Sequence[Sequence[float]],
+           extra: Sequence[Sequence[float]] | None = None) -> Observations:
+        """From one row of parameter values and its list of accuracies per architecture (and,
+        for lower-fidelity accuracies, the list of their extra variances)."""
         counts = np.array([len(a) for a in accuracies], float)
         if np.any(counts < 1):
             raise ValueError("every architecture needs at least one accuracy")
-        means = np.array([float(np.mean(a)) for a in accuracies])
-        sumsq = np.array([float(np.sum((np.asarray(a, float) - m) ** 2))
-                          for a, m in zip(accuracies, means)])
-        return cls(tuple(rows), counts, means, sumsq)
+        values = tuple(np.asarray(a, float) for a in accuracies)
+        if extra is None:
+            variances = tuple(np.zeros(len(v)) for v in values)
+        else:
+            variances = tuple(np.asarray(e, float) for e in extra)
+            if any(e.shape != v.shape or np.any(e < 0) for e, v in zip(variances, values)):
+                raise ValueError("extra needs one variance >= 0 per accuracy")
+        means = np.array([float(np.mean(v)) for v in values])
+        sumsq = np.array([float(np.sum((v - m) ** 2)) for v, m in zip(values, means)])
+        return cls(tuple(rows), counts, means, sumsq, values, variances)
+
+
+@dataclass(frozen=True)
+class _Component:
+    """The posterior under one hyper-parameter setting of the grid."""
+
+    weight: float
+    main: float
+    pair: float
+    triple: float
+    nugget: float
+    noise: float
+    chol: tuple
+    alpha: np.ndarray
+    inverse: np.ndarray
+    lower: np.ndarray
 
 
 class AccuracyModel:
@@ -96,14 +161,16 @@ class AccuracyModel:
 
     Args:
         parameters: The space's parameters and their values (``SearchSpace.parameters()``).
-        interactions: Whether pairwise terms may enter (the evidence still decides how much);
-            False: the additive model only.
+        interactions: Whether pairwise and third-order terms may enter (the evidence still
+            decides how much); False: the additive model only.
+        components: At most this many hyper-parameter settings are averaged over.
     """
 
     def __init__(self, parameters: Mapping[str, Sequence[Any]], *,
-                 interactions: bool = True) -> None:
+                 interactions: bool = True, components: int = MAX_COMPONENTS) -> None:
         self.parameters = {name: tuple(values) for name, values in parameters.items()}
         self.interactions = bool(interactions)
+        self.max_components = max(int(components), 1)
         self._offsets: dict[str, int] = {}
         width = 0
         for name, values in self.parameters.items():
@@ -130,27 +197,32 @@ class AccuracyModel:
                     out[r, self._offsets[name] + index] = 1.0
         return out
 
-    def _kernel(self, left: np.ndarray, right: np.ndarray, a: float, b: float) -> np.ndarray:
-        # k = c + a m / P + b m (m - 1) / (P (P - 1)) = c + m (b' m + a / P - b'), in place.
-        k = left @ right.T
+    def _from_overlap(self, m: np.ndarray, a: float, b: float, t: float,
+                      d: float) -> np.ndarray:
+        """The kernel from the overlap counts ``m`` (a new array; ``m`` is left as it is)."""
+        # k = c + a m/P + b C(m,2)/C(P,2) + t C(m,3)/C(P,3) + d [m = P]
+        #   = c + m (a/P + (m - 1) (b' + (m - 2) t')) + d [m = P].
         P = self.P
         pair = b / (P * (P - 1)) if b > 0 and P > 1 else 0.0
-        if pair:
-            m = k.copy()
-            k *= pair
-            k += a / P - pair
-            k *= m
-        else:
-            k *= a / P
+        triple = t / (P * (P - 1) * (P - 2)) if t > 0 and P > 2 else 0.0
+        k = m - 2.0
+        k *= triple
+        k += pair
+        k *= m - 1.0
+        k += a / P
+        k *= m
         k += INTERCEPT
+        if d:
+            k += d * (m >= P - 0.5)
         return k
 
-    def _prior_var(self, a: float, b: float) -> float:
-        return INTERCEPT + a + (b if self.P > 1 else 0.0)
+    def _prior_var(self, c: _Component) -> float:
+        return (INTERCEPT + c.main + (c.pair if self.P > 1 else 0.0)
+                + (c.triple if self.P > 2 else 0.0) + c.nugget)
 
     # ------------------------------------------------------------------ fit
     def fit(self, observations: Observations) -> AccuracyModel:
-        """Choose ``(a, b, s^2)`` by the evidence and condition on the observations.
+        """Weigh the grid's hyper-parameters by the evidence and condition on the observations.
 
         Raises:
             ValueError: No observation.
@@ -169,90 +241,197 @@ class AccuracyModel:
         spread = float(np.sum(observations.sumsq) + np.sum(n * (observations.means - grand) ** 2))
         scale = math.sqrt(spread / total) if total > 1 and spread > 1e-12 * total else 0.05
         self.y_mean, self.y_scale = grand, scale
-        ybar = (observations.means - grand) / scale
-        within = observations.sumsq / scale ** 2
+        # Every training, standardised, with its architecture and its extra variance.
+        owner = np.repeat(np.arange(len(n)), n.astype(int))
+        y = (np.concatenate(observations.values) - grand) / scale
+        e = np.concatenate(observations.extra) / scale ** 2
+        by_s2: dict[float, tuple[np.ndarray, np.ndarray, float]] = {}
+
+        def pooled(s2: float) -> tuple[np.ndarray, np.ndarray, float]:
+            """Per architecture the precision-weighted mean of its trainings and that mean's
+            noise variance, and the log-likelihood of the scatter around those means (the
+            product of the trainings' normals, factored as one normal per architecture)."""
+            if s2 not in by_s2:
+                v = s2 + e
+                w = 1.0 / v
+                weight = np.bincount(owner, w, len(n))
+                mean = np.bincount(owner, w * y, len(n)) / weight
+                rest = (-0.5 * float(np.sum(w * (y - mean[owner]) ** 2))
+                        - 0.5 * float(np.sum(np.log(v))) - 0.5 * float(np.sum(np.log(weight))))
+                by_s2[s2] = (mean, 1.0 / weight, rest)
+            return by_s2[s2]
+
         m = X @ X.T
-        P = self.P
-        pair = m * (m - 1) / (P * (P - 1)) if P > 1 else np.zeros_like(m)
-        best: tuple[float, float, float, float] | None = None
-        pairs = PAIR_GRID if self.interactions and P > 1 else (0.0,)
-        extra = float(np.sum(n - 1))
-        for a in MAIN_GRID:
-            for b in pairs:
-                K = INTERCEPT + a * m / P + b * pair
-                for s2 in NOISE_GRID:
-                    C = K + np.diag(s2 / n)
-                    try:
-                        L = np.linalg.cholesky(C)
-                    except np.linalg.LinAlgError:
-                        continue
-                    alpha = solve_triangular(L, ybar, lower=True)
-                    evidence = (-0.5 * float(alpha @ alpha) - float(np.log(np.diag(L)).sum())
-                                - 0.5 * float(within.sum()) / s2
-                                - 0.5 * extra * math.log(s2))
-                    if best is None or evidence > best[0]:
-                        best = (evidence, a, b, s2)
-        assert best is not None
-        self.log_evidence, self.main_var, self.pair_var, self.noise_var = best
+        names = tuple(GRIDS)
+        fixed = set() if self.interactions else {"pair", "triple"}
+        if self.P < 2:
+            fixed.add("pair")
+        if self.P < 3:
+            fixed.add("triple")
+        evidence: dict[tuple[int, ...], float] = {}
+
+        def evaluate(at: tuple[int, ...]) -> float:
+            if at not in evidence:
+                a, b, t, r, share = (GRIDS[name][i] for name, i in zip(names, at))
+                d, s2 = r * (1 - share), r * share
+                ybar, var, rest = pooled(s2)
+                C = self._from_overlap(m, a, b, t, d) + np.diag(var)
+                try:
+                    L = np.linalg.cholesky(C)
+                except np.linalg.LinAlgError:
+                    evidence[at] = -math.inf
+                    return evidence[at]
+                alpha = solve_triangular(L, ybar, lower=True)
+                evidence[at] = (-0.5 * float(alpha @ alpha) - float(np.log(np.diag(L)).sum())
+                                + rest)
+            return evidence[at]
+
+        # The evidence's climb over the grid: from START, move to the best neighbour (one step
+        # in one hyper-parameter) while that improves it. A few dozen Cholesky factorisations
+        # instead of the whole grid's thousands; every evaluated setting is a candidate for the
+        # average below, and the climb evaluates every neighbour of the mode.
+        best = -math.inf
+        for start in dict.fromkeys(tuple(0 if name in fixed else s[name] for name in names)
+                                   for s in STARTS):
+            at, value = start, evaluate(start)
+            while True:
+                neighbours = [at[:i] + (at[i] + step,) + at[i + 1:]
+                              for i, name in enumerate(names) if name not in fixed
+                              for step in (-1, 1) if 0 <= at[i] + step < len(GRIDS[name])]
+                top = max(neighbours, key=evaluate, default=at)
+                if evaluate(top) <= value + 1e-9:
+                    break
+                at, value = top, evaluate(top)
+            best = max(best, value)
+        if not math.isfinite(best):
+            raise ValueError("the accuracy model could not be fitted (no positive-definite "
+                             "kernel on its grid)")
+        settings = sorted(evidence, key=lambda k: -evidence[k])
+        log_ev = np.array([evidence[k] for k in settings])
+        weights = np.exp(log_ev - log_ev.max())
+        weights /= weights.sum()
+        count = int(np.searchsorted(np.cumsum(weights), MASS) + 1)
+        kept = settings[:min(count, self.max_components)]
+        norm = float(weights[:len(kept)].sum())
+        self.log_evidence = float(log_ev[0])
+        self.evaluations = len(evidence)
         self._X = X.astype(np.float32)
-        K = self._kernel(X, X, self.main_var, self.pair_var)
-        self._chol = cho_factor(K + np.diag(self.noise_var / n), lower=True)
-        self._alpha = cho_solve(self._chol, ybar)
-        self._L = np.tril(self._chol[0])
-        self._inverse = cho_solve(self._chol, np.eye(len(n))).astype(np.float32)
+        eye = np.eye(len(n))
+        self.components = []
+        for rank, key in enumerate(kept):
+            a, b, t, r, share = (GRIDS[name][i] for name, i in zip(names, key))
+            d, s2 = r * (1 - share), r * share
+            ybar, var, _ = pooled(s2)
+            chol = cho_factor(self._from_overlap(m, a, b, t, d) + np.diag(var), lower=True)
+            self.components.append(_Component(
+                weight=float(weights[rank]) / norm, main=a, pair=b, triple=t, nugget=d,
+                noise=s2, chol=chol, alpha=cho_solve(chol, ybar),
+                inverse=cho_solve(chol, eye).astype(np.float32), lower=np.tril(chol[0])))
         self.fitted = True
         return self
 
     # ------------------------------------------------------------------ posterior
     @property
     def noise_sd(self) -> float:
-        """The sd of one training's accuracy around its architecture's true accuracy."""
-        return self.y_scale * math.sqrt(self.noise_var)
+        """The sd of one training's accuracy around its architecture's true accuracy
+        (posterior mean of the noise variance over the averaged settings, as an sd)."""
+        var = sum(c.weight * c.noise for c in self.components)
+        return self.y_scale * math.sqrt(var)
 
-    def predict(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior mean and sd of the true (noise-free) accuracy of encoded architectures."""
+    def _overlap(self, codes: np.ndarray) -> np.ndarray:
+        return codes @ self._X.T
+
+    def _table(self, c: _Component) -> np.ndarray:
+        """The kernel of ``c`` as a function of the overlap 0..P (float32 lookup table)."""
+        return self._from_overlap(np.arange(self.P + 1, dtype=float), c.main, c.pair,
+                                  c.triple, c.nugget).astype(np.float32)
+
+    def predict(self, codes: np.ndarray, *, components: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and sd of the true (noise-free) accuracy of encoded architectures
+        (the moments of the mixture over the averaged hyper-parameter settings; with
+        ``components``, over that many most probable ones only, reweighted)."""
+        kept = self.components[:components] if components else self.components
+        total = sum(c.weight for c in kept)
         with _THREADS.limit(limits=1, user_api="blas"):
-            K = self._kernel(codes, self._X, self.main_var, self.pair_var)
-            mean = self.y_mean + self.y_scale * (K @ self._alpha)
-            # One float32 matrix product (BLAS-3) serves every candidate's variance.
-            reduced = np.einsum("ij,ij->i", K @ self._inverse, K)
-        var = self._prior_var(self.main_var, self.pair_var) - reduced
-        return mean, self.y_scale * np.sqrt(np.maximum(var, 1e-12))
+            # The kernel depends on two architectures only through how many parameters they
+            # share (0..P): one product of one-hot codes, then a table lookup per setting.
+            # (Sums of ones in float32 are exact integers.)
+            overlap = self._overlap(codes).astype(np.uint8 if self.P < 256 else np.int32)
+            first = np.zeros(len(codes))
+            second = np.zeros(len(codes))
+            for c in kept:
+                K = self._table(c)[overlap]
+                mu = K @ c.alpha.astype(np.float32)
+                # One float32 matrix product (BLAS-3) serves every candidate's variance.
+                reduced = np.einsum("ij,ij->i", K @ c.inverse, K)
+                var = np.maximum(self._prior_var(c) - reduced, 1e-12)
+                first += c.weight / total * mu
+                second += c.weight / total * (var + mu.astype(float) ** 2)
+        var = np.maximum(second - first * first, 1e-12)
+        return self.y_mean + self.y_scale * first, self.y_scale * np.sqrt(var)
+
+    def joint_components(self, codes: np.ndarray) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        """``(weight, mean, cov)`` of the true accuracies (joint) under each averaged setting."""
+        out = []
+        with _THREADS.limit(limits=1, user_api="blas"):
+            m = self._overlap(codes).astype(float)
+            mm = (codes @ codes.T).astype(float)
+            for c in self.components:
+                K = self._from_overlap(m, c.main, c.pair, c.triple, c.nugget)
+                V = solve_triangular(c.lower, K.T, lower=True, check_finite=False)
+                cov = self._from_overlap(mm, c.main, c.pair, c.triple, c.nugget) - V.T @ V
+                cov = 0.5 * (cov + cov.T) * self.y_scale ** 2
+                out.append((c.weight, self.y_mean + self.y_scale * (K @ c.alpha), cov))
+        return out
 
     def joint(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior mean vector and covariance matrix of the true accuracies (joint)."""
-        with _THREADS.limit(limits=1, user_api="blas"):
-            K = self._kernel(codes, self._X, self.main_var, self.pair_var)
-            mean = self.y_mean + self.y_scale * (K @ self._alpha)
-            V = solve_triangular(self._L, K.T.astype(float), lower=True, check_finite=False)
-            prior = self._kernel(codes, codes, self.main_var, self.pair_var).astype(float)
-            cov = prior - V.T @ V
-        cov = 0.5 * (cov + cov.T) * self.y_scale ** 2
+        """Posterior mean vector and covariance matrix of the true accuracies (the mixture's
+        first two moments)."""
+        parts = self.joint_components(codes)
+        mean = sum(w * mu for w, mu, _ in parts)
+        cov = sum(w * (c + np.outer(mu - mean, mu - mean)) for w, mu, c in parts)
         return mean, cov
 
     def summary(self) -> dict[str, float]:
-        """The chosen hyper-parameters in accuracy units (what the docs and tests read)."""
+        """The most probable hyper-parameters in accuracy units (what the docs and tests read);
+        ``noise_sd`` is averaged over the settings the posterior keeps."""
+        top = self.components[0]
         return {"noise_sd": self.noise_sd,
-                "main_sd": self.y_scale * math.sqrt(self.main_var),
-                "pair_sd": self.y_scale * math.sqrt(self.pair_var),
-                "log_evidence": float(self.log_evidence)}
+                "main_sd": self.y_scale * math.sqrt(top.main),
+                "pair_sd": self.y_scale * math.sqrt(top.pair),
+                "triple_sd": self.y_scale * math.sqrt(top.triple),
+                "nugget_sd": self.y_scale * math.sqrt(top.nugget),
+                "log_evidence": float(self.log_evidence),
+                "settings": len(self.components), "evaluated": self.evaluations}
 
 
 def dominance_probabilities(mean: np.ndarray, cov: np.ndarray, costs: Sequence[float], *,
-                            draws: int = 2000, seed: int = 0) -> np.ndarray:
+                            draws: int = 2000, seed: int = 0,
+                            components: Sequence[tuple[float, np.ndarray, np.ndarray]] = ()
+                            ) -> np.ndarray:
     """``p_front``: the probability that each point is Pareto-optimal (accuracy up, cost down).
 
-    Monte Carlo over joint posterior draws of the accuracies; the costs are exact. A point is
-    dominated in a draw when another point costs at most as much and is more accurate.
+    Monte Carlo over joint posterior draws of the accuracies (from ``components``, a mixture of
+    ``(weight, mean, cov)`` as :meth:`AccuracyModel.joint_components` gives, when given; else
+    from the one normal ``mean``, ``cov``); the costs are exact. A point is dominated in a draw
+    when another point costs at most as much and is more accurate.
     """
-    mean = np.asarray(mean, float)
-    n = mean.size
+    parts = list(components) or [(1.0, np.asarray(mean, float), np.asarray(cov, float))]
+    n = np.asarray(parts[0][1]).size
     if n == 0:
         return np.zeros(0)
     rng = np.random.default_rng(seed)
-    w, Q = np.linalg.eigh(np.asarray(cov, float))
-    root = Q * np.sqrt(np.maximum(w, 0.0))
-    samples = mean[None, :] + rng.standard_normal((draws, n)) @ root.T
+    counts = rng.multinomial(draws, np.array([w for w, _, _ in parts]) / sum(
+        w for w, _, _ in parts))
+    samples = []
+    for count, (_, mu, cv) in zip(counts, parts):
+        if count:
+            w, Q = np.linalg.eigh(np.asarray(cv, float))
+            root = Q * np.sqrt(np.maximum(w, 0.0))
+            samples.append(np.asarray(mu, float)[None, :]
+                           + rng.standard_normal((int(count), n)) @ root.T)
+    samples = np.concatenate(samples)
     costs = np.asarray(costs, float)
     optimal = np.zeros(n)
     for i in range(n):
@@ -332,6 +511,28 @@ class ChoiceEffect:
 Z95 = 1.959963984540054
 
 
+def mixture_interval(weights: np.ndarray, means: np.ndarray, sds: np.ndarray,
+                     level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` interval of a mixture of normals (bisection on its CDF)."""
+    from scipy.special import ndtr
+
+    sds = np.maximum(sds, 1e-12)
+
+    def cdf(x: float) -> float:
+        return float(weights @ ndtr((x - means) / sds))
+
+    def quantile(q: float) -> float:
+        lo = float(np.min(means - 9 * sds))
+        hi = float(np.max(means + 9 * sds))
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
+        return 0.5 * (lo + hi)
+
+    tail = 0.5 * (1 - level)
+    return quantile(tail), quantile(1 - tail)
+
+
 class StudyModel:
     """The accuracy model of one poolnas study: estimates per architecture and choice effects.
 
@@ -378,14 +579,19 @@ class StudyModel:
             return []
         contexts = list(self._rows.values())
         rows = [{**c, name: v} for v in values for c in contexts]
-        mean, cov = self.model.joint(self.model.encode(rows))
+        parts = self.model.joint_components(self.model.encode(rows))
         flops = np.log(np.array([float(self.flops_of(r)) for r in rows]))
         C, k = len(contexts), len(values)
 
-        def contrast(weights: np.ndarray) -> tuple[float, float, float]:
+        def contrast(weights: np.ndarray) -> tuple[float, float, float, float, float]:
             w = np.repeat(weights, C) / C
-            return (float(w @ mean), math.sqrt(max(float(w @ cov @ w), 0.0)),
-                    math.exp(float(w @ flops)))
+            means = np.array([float(w @ mu) for _, mu, _ in parts])
+            sds = np.array([math.sqrt(max(float(w @ cov @ w), 0.0)) for _, _, cov in parts])
+            share = np.array([p for p, _, _ in parts])
+            low, high = mixture_interval(share, means, sds)
+            sd = math.sqrt(max(float(share @ (sds ** 2 + means ** 2)) - float(share @ means) ** 2,
+                               0.0))
+            return float(share @ means), sd, low, high, math.exp(float(w @ flops))
 
         out = []
         pairs: list[tuple[int, int | None]] = [(i, None) for i in range(k)]
@@ -399,8 +605,7 @@ class StudyModel:
                 weights[[x for x in range(k) if x != i]] = -1.0 / (k - 1)
             else:
                 weights[j] = -1.0
-            effect, sd, ratio = contrast(weights)
-            low, high = effect - Z95 * sd, effect + Z95 * sd
+            effect, sd, low, high, ratio = contrast(weights)
             decided = low > 0 or high < 0
             more = None
             if not decided and abs(effect) > 1e-6 and sd > 0:
@@ -483,9 +688,11 @@ def fit_accuracy_model(study: Any, trials: Sequence[Any] | None = None, *,
     keys = list(rows)
     model = AccuracyModel(space.parameters()).fit(
         Observations.of([rows[k] for k in keys], [accuracies[k] for k in keys]))
-    mean, cov = model.joint(model.encode([rows[k] for k in keys]))
+    parts = model.joint_components(model.encode([rows[k] for k in keys]))
+    mean = sum(w * mu for w, mu, _ in parts)
+    cov = sum(w * (c + np.outer(mu - mean, mu - mean)) for w, mu, c in parts)
     flops = [float(flops_of(rows[k])) for k in keys]
-    p_front = dominance_probabilities(mean, cov, flops, draws=draws)
+    p_front = dominance_probabilities(mean, cov, flops, draws=draws, components=parts)
     sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
     estimates = {k: ArchitectureEstimate(
         key=k, number=first[k], flops=flops[i], trainings=len(accuracies[k]),

@@ -53,7 +53,7 @@ from poolnas.evaluators import (
 from poolnas.search._accuracy_model import fit_accuracy_model
 from poolnas.search._config import DEFAULT_STORAGE, SearchConfig
 from poolnas.search._export import MANIFEST, export_trials, trial_record
-from poolnas.search._pareto import pareto_front
+from poolnas.search._pareto import reported_front
 from poolnas.search._pool import (
     available_cores,
     configure_threads,
@@ -386,11 +386,15 @@ def format_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]])
 
 
 def _front_rows(trials, model: Any = None) -> list[dict[str, Any]]:
-    """Rows of the front: the raw record of each trial, and the accuracy model's posterior
-    mean, sd and ``p_front`` of its architecture (None without a model)."""
+    """Rows of the front (:func:`~poolnas.search.reported_front` of ``trials``): the raw
+    record of each trial, the accuracy model's posterior mean, sd and ``p_front`` of its
+    architecture (None without a model), and ``front_by``: whether it is on the raw front, the
+    model's or both."""
     rows = []
-    for trial in trials:
+    for trial, on in reported_front(trials, model):
         record = trial_record(trial, model)
+        record["front_by"] = on
+        record["front_by_text"] = {"both": "raw+model"}.get(on, on)
         estimate = (None if model is None else
                     model.estimate(trial.user_attrs.get(TrialAttrs.ARCHITECTURE)))
         record["model_text"] = (None if estimate is None else
@@ -411,6 +415,7 @@ def _front_rows(trials, model: Any = None) -> list[dict[str, Any]]:
 
 _FRONT_COLUMNS = (("trial", "trial"), ("accuracy_text", "accuracy"),
                   ("model_text", "model mean ± sd"), ("p_front_text", "p_front"),
+                  ("front_by_text", "front"),
                   ("flops_text", "FLOPs"),
                   ("macs_text", "MACs"), ("params", "params"), ("architecture", "architecture"))
 
@@ -425,7 +430,11 @@ def _front_columns(rows: list[dict[str, Any]]) -> Sequence[tuple[str, str]]:
 
 # ---------------------------------------------------------------------- commands
 def _print_report(r: Any) -> None:
-    """The progress line of one finished trial (a :class:`~poolnas.search.TrialReport`)."""
+    """The progress line of one finished trial (a :class:`~poolnas.search.TrialReport`).
+
+    Its front and best accuracy are raw single measurements (the model's numbers, with their
+    error bars, come in the table at the end and from ``poolnas front``): said so on the line.
+    """
     accuracy = "-" if r.accuracy is None else f"{r.accuracy:.4f}"
     best = "-" if r.best_accuracy is None else f"{r.best_accuracy:.4f}"
     flops = "FLOPs -" if r.flops is None else f"{flops_text(r.flops)}FLOPs"
@@ -433,8 +442,8 @@ def _print_report(r: Any) -> None:
         flops += f"  {r.latency_ms:.3f} ms"
     note = f"  ({r.note})" if r.note else ""
     print(f"[{r.done}/{r.total}] trial {r.number} {r.state}: acc {accuracy}  "
-          f"{flops}  {r.seconds:.1f}s  {r.key}{note}  | front {r.front_size},"
-          f" best acc {best}", flush=True)
+          f"{flops}  {r.seconds:.1f}s  {r.key}{note}  | raw front {r.front_size},"
+          f" best observed acc {best}", flush=True)
 
 
 def _say(what: str) -> None:
@@ -529,13 +538,15 @@ def _search(args: argparse.Namespace) -> int:
               f"space of {config.space.size:,} architectures; {proposer}"
               + (f"; {args.workers} workers x {threads} threads" if args.workers > 1 else ""),
               flush=True)
-    front = run_with_workers(runner, args.workers - 1, threads=threads, report=report)
+    run_with_workers(runner, args.workers - 1, threads=threads, report=report)
     done = runner.complete_trials()
     if done < config.trials and config.timeout is not None:
         print(f"\n--timeout {config.timeout:g} s reached: {done}/{config.trials} trials complete; "
               "run the same command again to continue the study", flush=True)
-    print(f"\nPareto front of study {config.study!r} ({_count(len(front), 'architecture')}):")
-    rows = _front_rows(front, fit_accuracy_model(runner.study))
+    trials = runner.study.get_trials(deepcopy=False)
+    rows = _front_rows(trials, fit_accuracy_model(runner.study, trials))
+    print(f"\nPareto front of study {config.study!r} ({_count(len(rows), 'architecture')}; "
+          "front: on the raw front, the model's, or both):")
     print(format_table(rows, _front_columns(rows)))
     return 0
 
@@ -551,14 +562,14 @@ def _cmd_front(args: argparse.Namespace) -> int:
     _, study = open_study(args.storage, args.study)
     trials = study.get_trials(deepcopy=False)
     model = fit_accuracy_model(study, trials)
-    rows = _front_rows(pareto_front(trials), model)
+    rows = _front_rows(trials, model)
     explained = None
     if args.explain:
         explained = analyse_study(study, trials, model=model)
     if args.format == "json":
         keys = ("trial", "architecture", "accuracy", "accuracy_std", "accuracy_mean",
-                "accuracy_sd", "p_front", "flops", "latency_ms", "macs", "params", "epochs",
-                "train_seconds")
+                "accuracy_sd", "p_front", "front_by", "flops", "latency_ms", "macs", "params",
+                "epochs", "train_seconds")
         records = [{k: r[k] for k in keys} for r in rows]
         if explained is not None:
             print(json.dumps({"front": records, "explain": explained.as_dict()}, indent=2))
@@ -567,7 +578,7 @@ def _cmd_front(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         buffer = io.StringIO()
         keys = ["trial", "architecture", "accuracy", "accuracy_std", "accuracy_mean",
-                "accuracy_sd", "p_front", "flops", "latency_ms", "macs", "params"]
+                "accuracy_sd", "p_front", "front_by", "flops", "latency_ms", "macs", "params"]
         writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore",
                                 lineterminator="\n")
         writer.writeheader()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from poolnas.search._accuracy_model import fit_accuracy_model, model_fields
-from poolnas.search._pareto import pareto_front
+from poolnas.search._pareto import reported_front
 from poolnas.search._retrain import kendall_tau, retrain_trials
 from poolnas.search._trial_attrs import STUDY_ATTR, TrialAttrs
 from poolnas.spaces import PoolnasError
@@ -33,15 +33,19 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.json"
 
 
-def select_trials(study: optuna.Study, numbers: list[int] | None) -> list[optuna.trial.FrozenTrial]:
-    """The chosen trials (by number), or the Pareto front when ``numbers`` is empty.
+def select_trials(study: optuna.Study, numbers: list[int] | None, model: Any = None
+                  ) -> list[optuna.trial.FrozenTrial]:
+    """The chosen trials (by number), or the front when ``numbers`` is empty: the raw front
+    and, with the study's accuracy ``model``, the model's front members it misses
+    (:func:`~poolnas.search.reported_front`; those without a saved model are left out).
 
     Raises:
         PoolnasError: A number is not a trial of the study, or that trial has no trained model.
     """
     trials = study.get_trials(deepcopy=False)
     if not numbers:
-        chosen = pareto_front(trials)
+        chosen = [t for t, on in reported_front(trials, model)
+                  if on != "model" or TrialAttrs.MODEL_ARTIFACT in t.user_attrs]
         if not chosen:
             raise PoolnasError(f"study {study.study_name!r} has no complete feasible trial yet")
         return chosen
@@ -128,7 +132,9 @@ def export_trials(
             with ``retrain_epochs``, data that cannot be reloaded or a diverged retraining.
     """
     settings = study.user_attrs[STUDY_ATTR]
-    chosen = select_trials(study, numbers)
+    # The same model, hence the same numbers, as `poolnas front`, report.html and answer.json.
+    model = fit_accuracy_model(study)
+    chosen = select_trials(study, numbers, model)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise PoolnasError(f"--out {str(out)!r} exists and is not a directory")
@@ -143,8 +149,6 @@ def export_trials(
     if not out.parent.exists():
         raise PoolnasError(f"the parent directory of --out {str(out)!r} does not exist")
     store = handle.artifact_store()
-    # The same model, hence the same numbers, as `poolnas front`, report.html and answer.json.
-    model = fit_accuracy_model(study)
     weights = "search"
     if retrain_epochs is not None:
         weights = f"retrained on train+val for {retrain_epochs} epochs"

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
 
+from poolnas.search._trial_attrs import TrialAttrs
 from poolnas.spaces import PoolnasError
 
 if TYPE_CHECKING:
@@ -88,6 +89,37 @@ def pareto_front(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
             front.append(trial)
             best_accuracy = accuracy
     return front
+
+
+def reported_front(trials: Sequence[FrozenTrial], model: Any = None
+                   ) -> list[tuple[FrozenTrial, str]]:
+    """What poolnas shows as the front: the raw front (:func:`pareto_front`, each trial's own
+    measurement) and, with the study's accuracy model
+    (:func:`~poolnas.search.fit_accuracy_model`), the architectures on the model's front
+    (by posterior mean) that the raw front misses, as their first trained trial.
+
+    A lucky seed can put an architecture on the raw front and keep a better one off it; the
+    model's front is what the data say once the noise is accounted for. Each trial comes with
+    where it is on the front: ``"both"``, ``"raw"`` or ``"model"``.
+
+    Returns:
+        ``(trial, on)`` pairs, by FLOPs ascending (then accuracy descending).
+    """
+    raw = pareto_front(trials)
+    model_front = [] if model is None else model.front()
+    on_model = {e.key for e in model_front}
+    out, shown = [], set()
+    for trial in raw:
+        key = trial.user_attrs.get(TrialAttrs.ARCHITECTURE)
+        out.append((trial, "both" if key in on_model else "raw"))
+        shown.add(key)
+    by_number = {t.number: t for t in trials}
+    for estimate in model_front:
+        trial = by_number.get(estimate.number)
+        if estimate.key not in shown and trial is not None:
+            out.append((trial, "model"))
+    out.sort(key=lambda pair: (pair[0].values[1], -pair[0].values[0], pair[0].number))
+    return out
 
 
 def hypervolume(points: Iterable[Sequence[float]], *, reference_flops: float) -> float:

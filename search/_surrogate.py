@@ -45,8 +45,12 @@ improvement of the moved mean minus that of the current mean (exact with :func:`
 expected_improvement`, since the improvement is convex in accuracy): for a trained architecture
 against the front of the others, for an untried one against the whole front. The larger wins;
 a repeat is the same architecture with ``repeat_of`` set on its trial, which the recorder trains
-with the trial's own seed instead of copying earlier results. An architecture with a trial
-running (another worker) is not repeated. Once every architecture within the budget is trained
+with the trial's own seed instead of copying earlier results. A repeat must also be worth at least
+``MIN_REPEAT_VALUE`` of the front's hypervolume. Only seed noise makes a repeat worth anything:
+the model learns it from the scatter within architectures, and puts what its terms cannot fit
+in the nugget, which a repeat does not reduce (docs/benchmarks.md: on the noiseless
+PoolBench-digits replay re-evaluation now costs nothing). An architecture with a trial running
+(another worker) is not repeated. Once every architecture within the budget is trained
 (and none failed untrained), every further proposal is the most valuable repeat (ties: the
 largest posterior sd), never one being trained, instead of a copy of a trained one.
 
@@ -60,14 +64,22 @@ about the same number of trials, which is what an additive model needs first.
 
 Evidence (``benchmarks/replay.py``: strategies replayed against the PoolBench-digits table of
 trained architectures, as tabular NAS benchmarks such as NAS-Bench-201 are used): see
-docs/benchmarks.md, "Sample efficiency". The Thompson variant, pairwise terms, a higher noise
-floor, random exploration and more start-up trials were all measured and were no better there.
+docs/benchmarks.md, "Sample efficiency" and "Sample efficiency of the new default". The Thompson
+variant, a higher noise floor, random exploration and more start-up trials were measured with
+the earlier, additive model and were no better there.
 
 What it reads from the study: ``COMPLETE`` trials' accuracies, one per seed (the user attr
 ``accuracies``, else the first value); a duplicate trial (``duplicate_of``), which copies stored
-values, adds nothing. A complete trial with the user attr ``infeasible`` (over a FLOPs budget, never
+values, adds nothing. In a multi-fidelity search (``--min-epochs``) a stopped architecture's
+trials are ``FAIL`` to the sampler; their ``rung_accuracies`` still count, moved to the top
+rung's scale by each rung's measured gap and weighed by that gap's variance
+(:meth:`ParetoSurrogateSampler._with_lower_fidelity`). A complete trial with the user attr
+``infeasible`` (over a FLOPs budget, never
 trained) is neither modelled nor proposed again. ``FAIL`` trials and trials still ``RUNNING``
-(other workers) are proposed again only when nothing untried is left. Proposals are
+(other workers, or the earlier candidates of a batch) are proposed again only when nothing
+untried is left; while they train, the model believes each at its posterior mean
+(:meth:`ParetoSurrogateSampler._with_pending`), so that proposals made in a row complement
+each other. Proposals are
 deterministic given ``seed`` and the trials so far (the random stream of a trial is seeded by
 ``(seed, trial.number)``, so a resumed study proposes what an uninterrupted one would).
 """
@@ -84,11 +96,22 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import TrialState
 from scipy.special import erfc
 
-from poolnas.search._accuracy_model import AccuracyModel, Observations
+from poolnas.search._accuracy_model import SAMPLER_COMPONENTS, AccuracyModel, Observations
 from poolnas.search._costs import MAX_CANDIDATES
 from poolnas.search._trial_attrs import TrialAttrs
 
 __all__ = ["ParetoSurrogateSampler"]
+
+#: A re-evaluation must be worth at least this share of the front's hypervolume: where the
+#: model is all but certain (a noiseless table once repeats agreed exactly), a repeat's value
+#: and a new candidate's are both vanishing numbers, and comparing them sent every training to
+#: the repeat of one of two tied architectures.
+MIN_REPEAT_VALUE = 1e-4
+
+#: Candidates scored under the accuracy model's whole average of hyper-parameter settings, after
+#: a screen of every candidate under the most probable one (a space with more untried
+#: architectures than this).
+SCREEN = 2048
 
 
 def _phi(z: np.ndarray) -> np.ndarray:
@@ -159,6 +182,16 @@ def expected_improvement(mu: np.ndarray, sd: np.ndarray, flops: np.ndarray,
     return total
 
 
+def front_area(levels: np.ndarray, caps: np.ndarray, floor: float, reference: float) -> float:
+    """The hypervolume of a front (:func:`front_steps`) above the accuracy ``floor``."""
+    area, below = 0.0, floor
+    for level, cap in zip(levels, caps):
+        if level > below:
+            area += (level - below) * max(reference - cap, 0.0)
+            below = level
+    return area
+
+
 def improvement(acc: np.ndarray, flops: np.ndarray, levels: np.ndarray, caps: np.ndarray,
                 floor: float, reference: float) -> np.ndarray:
     """Hypervolume improvement of candidates with known accuracy ``acc`` (the sd -> 0 limit)."""
@@ -174,7 +207,7 @@ def improvement(acc: np.ndarray, flops: np.ndarray, levels: np.ndarray, caps: np
 
 
 class ParetoSurrogateSampler(BaseSampler):
-    """Additive Bayesian surrogate of accuracy + exact-FLOPs expected hypervolume improvement.
+    """Gaussian-process model of accuracy + exact-FLOPs expected hypervolume improvement.
 
     See the module docstring for the model and the acquisition.
 
@@ -289,7 +322,9 @@ class ParetoSurrogateSampler(BaseSampler):
         else:
             repeatable = (set() if not self._reevaluate else
                           {i for i in observed if self._allowed[i] and i not in self._busy})
-            choice = self._acquire(untried, observed, rng, repeatable=repeatable)
+            choice = self._acquire(untried,
+                                   self._with_pending(self._with_lower_fidelity(observed)),
+                                   rng, repeatable=repeatable)
             if choice < 0:
                 choice = -1 - choice
                 # A re-evaluation: the recorder trains it again (another seed) instead of
@@ -338,6 +373,9 @@ class ParetoSurrogateSampler(BaseSampler):
         blocked: dict[int, bool] = {}
         self._first: dict[int, int] = {}
         self._busy: set[int] = set()
+        self._lower: dict[int, tuple[int, float]] = {}
+        self._extra: dict[int, list[float]] = {}
+        self._rung_pairs: dict[int, list[tuple[float, float]]] = {}
         seeds = []
         for t in study.get_trials(deepcopy=False):
             if t.number == number:
@@ -346,6 +384,7 @@ class ParetoSurrogateSampler(BaseSampler):
             index = self._index.get(key) if key is not None else None
             if index is None:
                 continue
+            self._read_rungs(t, index)
             if t.state == TrialState.COMPLETE and t.values:
                 if TrialAttrs.INFEASIBLE in t.user_attrs:
                     blocked[index] = False
@@ -369,6 +408,44 @@ class ParetoSurrogateSampler(BaseSampler):
         self._seeds = max(set(seeds), key=seeds.count) if seeds else 1
         return observed, blocked
 
+    def _read_rungs(self, trial, index: int) -> None:
+        """A multi-fidelity trial's accuracy at every rung it reached (``rung_accuracies``):
+        a complete one's pairs (rung accuracy, accuracy at the top rung) give each rung's
+        correction; a stopped one's highest rung is its architecture's lower-fidelity value."""
+        rungs = trial.user_attrs.get(TrialAttrs.RUNG_ACCURACIES)
+        if not isinstance(rungs, list) or not rungs:
+            return
+        rungs = [float(v) for v in rungs]
+        if trial.state == TrialState.COMPLETE:
+            for rung, value in enumerate(rungs[:-1]):
+                self._rung_pairs.setdefault(rung, []).append((value, rungs[-1]))
+        elif trial.state in (TrialState.FAIL, TrialState.PRUNED):
+            highest = (len(rungs) - 1, rungs[-1])
+            if highest[0] >= self._lower.get(index, (-1, 0.0))[0]:
+                self._lower[index] = highest
+
+    def _with_lower_fidelity(self, observed):
+        """``observed`` plus the architectures a multi-fidelity search stopped below the top
+        rung, each as its highest rung's accuracy moved by that rung's mean gap to the top
+        (over the complete trials that passed both), with the variance of that gap as the
+        value's extra variance: the sampler learns from every fidelity (a per-rung
+        correction), and a rung whose gap is not measured yet (fewer than 3 pairs) is not
+        used. Sets ``_extra`` (index -> extra variance per value) for :meth:`fit`."""
+        self._extra = {}
+        correction = {}
+        for rung, pairs in self._rung_pairs.items():
+            if len(pairs) >= 3:
+                gaps = np.array([top - low for low, top in pairs])
+                correction[rung] = (float(gaps.mean()), float(gaps.var(ddof=1)) + 1e-8)
+        out = dict(observed)
+        for index, (rung, value) in self._lower.items():
+            if index in observed or rung not in correction:
+                continue
+            shift, var = correction[rung]
+            out[index] = [value + shift]
+            self._extra[index] = [var]
+        return out
+
     def _startup(self, untried, observed, blocked, rng) -> int:
         tried = len(observed) + len(blocked)
         untried_arr = np.array(untried)
@@ -387,11 +464,28 @@ class ParetoSurrogateSampler(BaseSampler):
         return int(best[rng.integers(len(best))])
 
     def fit(self, observed) -> AccuracyModel:
-        """The accuracy model conditioned on ``observed`` (index -> accuracies)."""
+        """The accuracy model conditioned on ``observed`` (index -> accuracies; the values of
+        a lower fidelity, :meth:`_with_lower_fidelity`, with their extra variance)."""
         index = sorted(observed)
-        model = AccuracyModel(self._params, interactions=self._interactions)
-        return model.fit(Observations.of([self._candidates[i] for i in index],
-                                         [observed[i] for i in index]))
+        extra = getattr(self, "_extra", {})
+        model = AccuracyModel(self._params, interactions=self._interactions,
+                              components=SAMPLER_COMPONENTS)
+        return model.fit(Observations.of(
+            [self._candidates[i] for i in index], [observed[i] for i in index],
+            [extra.get(i, [0.0] * len(observed[i])) for i in index]))
+
+    def _with_pending(self, observed):
+        """``observed`` plus the architectures being trained now (other workers, or the
+        earlier candidates of a batch asked together), each *believed* at its posterior mean
+        (the "kriging believer" of Ginsbourger, Le Riche and Carraro, 2010): the front they
+        will probably join and the model's certainty near them steer the next proposal away
+        from what is already being trained, so K proposals in a row are K different,
+        complementary candidates."""
+        pending = sorted(i for i in self._busy if i not in observed)
+        if not pending or len(observed) < 2:
+            return observed
+        mean, _ = self.fit(observed).predict(self._codes[pending])
+        return {**observed, **{i: [float(m)] for i, m in zip(pending, mean)}}
 
     def _acquire(self, untried, observed, rng, *, repeatable=()) -> int:
         """The next candidate: the best untried one by EHVI, or (``repeatable``: trained
@@ -409,6 +503,14 @@ class ParetoSurrogateSampler(BaseSampler):
             return -1 - self._best_repeat(model, trained, t_flops, floor, noise, repeatable,
                                           -math.inf)[0]
         cand = np.array(untried)
+        if self._acquisition == "ehvi" and len(cand) > SCREEN:
+            # Screen with the most probable hyper-parameter setting, then score the SCREEN
+            # best under the model's whole average (one setting's prediction of every
+            # candidate instead of several: docs/benchmarks.md, "Proposal time").
+            mu, sd = model.predict(self._codes[cand], components=1)
+            first = expected_improvement(mu, np.sqrt(sd ** 2 + noise), self._flops[cand],
+                                         levels, caps, floor, self._reference)
+            cand = cand[np.sort(np.argsort(-first, kind="stable")[:SCREEN])]
         flops = self._flops[cand]
         mu, sd = model.predict(self._codes[cand])
         if self._acquisition == "thompson":
@@ -428,7 +530,10 @@ class ParetoSurrogateSampler(BaseSampler):
                 expected_improvement(mu, change, flops, levels, caps, floor, self._reference)
                 - improvement(mu, flops, levels, caps, floor, self._reference)))
             best_repeat, _ = self._best_repeat(model, trained, t_flops, floor, noise,
-                                               repeatable, new_value * self._repeat_margin)
+                                               repeatable,
+                                               max(new_value * self._repeat_margin,
+                                                   MIN_REPEAT_VALUE * front_area(
+                                                       levels, caps, floor, self._reference)))
             if best_repeat is not None:
                 return -1 - best_repeat
         return choice

@@ -301,3 +301,23 @@ def test_rank_by_fronts_orders_fronts_then_crowding() -> None:
     # One objective: sorting by it, ties by index.
     assert rank_by_fronts([(3.0,), (1.0,), (2.0,), (1.0,)], ["min"]) == [1, 3, 2, 0]
     assert rank_by_fronts([], ["min", "max"]) == []
+
+
+def test_reported_front_adds_what_the_model_puts_on_the_front() -> None:
+    """A lucky seed (trial 1: 0.97 once) holds the raw front's top; the model, having seen
+    that architecture's other trainings, puts trial 2's architecture there instead: both are
+    shown, each marked with the front it is on."""
+    from poolnas.search import ArchitectureEstimate, StudyModel, reported_front
+
+    trials = [make_trial(0, 0.90, 100), make_trial(1, 0.97, 200), make_trial(2, 0.95, 300)]
+    for trial, key in zip(trials, "abc"):
+        trial.user_attrs["architecture"] = key
+    estimates = {
+        "a": ArchitectureEstimate("a", 0, 100, 1, 0.90, 0.90, 0.01, 0.9),
+        "b": ArchitectureEstimate("b", 1, 200, 4, 0.93, 0.89, 0.01, 0.2),
+        "c": ArchitectureEstimate("c", 2, 300, 1, 0.95, 0.94, 0.01, 0.8),
+    }
+    model = StudyModel(None, None, None, estimates, {})
+    assert [(t.number, on) for t, on in reported_front(trials, model)] == [
+        (0, "both"), (1, "raw"), (2, "model")]
+    assert [(t.number, on) for t, on in reported_front(trials)] == [(0, "raw"), (1, "raw")]

@@ -303,3 +303,120 @@ def test_once_everything_is_trained_it_repeats_but_never_a_running_one():
     trial = study.ask()
     space.suggest(trial)
     assert "repeat_of" not in study._storage.get_trial_user_attrs(trial._trial_id)
+
+
+def test_a_batch_asked_together_is_distinct_and_believes_the_pending_ones():
+    """K trials asked before any is told (``--parallel``, or other workers' running trials):
+    K different untried architectures, each later one proposed with the earlier ones believed
+    at the model's posterior mean."""
+    space = small_space()
+    study, keys = run(space, seed=1, n_trials=8)
+    sampler = study.sampler
+    asked = [study.ask() for _ in range(4)]
+    batch = [space.suggest(t).key for t in asked]
+    assert len(set(batch)) == 4 and not set(batch) & set(keys)
+    observed, _ = sampler._history(study, number=-1)
+    believed = sampler._with_pending(observed)
+    pending = set(believed) - set(observed)
+    assert {sampler._keys[i] for i in pending} == set(batch)
+    mean, _ = sampler.fit(observed).predict(sampler._codes[sorted(pending)])
+    assert [believed[i][0] for i in sorted(pending)] == pytest.approx(list(mean))
+    # The same study state gives the same batch (proposals stay reproducible).
+    again_study, _ = run(space, seed=1, n_trials=8)
+    assert [space.suggest(again_study.ask()).key for _ in range(4)] == batch
+
+
+def test_the_model_tells_seed_noise_from_what_is_particular_to_an_architecture():
+    """Seed noise averages away over repeats; an architecture's own deviation from the
+    low-order terms (the nugget) does not. With 3 seeds per architecture the model tells one
+    from the other, in both directions."""
+    from poolnas.search import AccuracyModel, Observations
+
+    space = small_space()
+    rows = [space.params_of(a) for a in space]
+    rng = np.random.default_rng(5)
+    own = rng.normal(0, 0.02, len(rows))
+    for deviation, noise in ((own, 0.004), (0 * own, 0.02)):
+        truth = np.array([accuracy_of(p) for p in rows]) + deviation
+        obs = [[t + rng.normal(0, noise) for _ in range(3)] for t in truth]
+        model = AccuracyModel(space.parameters()).fit(Observations.of(rows, obs))
+        summary = model.summary()
+        assert noise / 2 < summary["noise_sd"] < noise * 2, summary
+        if deviation.any():
+            assert summary["nugget_sd"] > noise, summary
+        mean, sd = model.predict(model.encode(rows))
+        assert np.mean(np.abs(mean - truth) <= 1.96 * sd) > 0.85
+
+
+def test_a_noiseless_landscape_is_seldom_re_evaluated():
+    """Re-evaluation is on; a training of an architecture repeats its first value exactly (a
+    noiseless table): once the repeats show no scatter the model stops spending trainings on
+    them (before the nugget, misfit passed for noise and half the trainings were repeats)."""
+    space = small_space()
+    study, keys = run(space, seed=2, n_trials=40, reevaluate=True)
+    repeats = sum("repeat_of" in t.user_attrs for t in study.trials)
+    assert repeats <= 6, repeats
+    assert len(set(keys)) >= 34
+
+
+def test_a_training_with_extra_variance_weighs_less():
+    """A lower-fidelity accuracy (moved to the full budget's scale, with the variance of that
+    move) informs its architecture less than a full training does."""
+    from poolnas.search import AccuracyModel, Observations
+
+    space = small_space()
+    rows = [space.params_of(a) for a in space]
+    rng = np.random.default_rng(3)
+    accuracies = [[accuracy_of(p) + rng.normal(0, 0.005)] for p in rows]
+    accuracies[0] = [0.95, 0.75]  # one full training and one far-off lower-fidelity value
+
+    def fitted(extra_of_second):
+        extra = [[0.0] * len(a) for a in accuracies]
+        extra[0] = [0.0, extra_of_second]
+        model = AccuracyModel(space.parameters()).fit(Observations.of(rows, accuracies, extra))
+        return model.predict(model.encode(rows[:1]))
+
+    (plain,), _ = fitted(0.0)
+    (weighed,), (sd,) = fitted(0.05 ** 2)
+    assert weighed > plain + 0.01  # pulled towards the full training's 0.95
+    assert sd > 0
+    with pytest.raises(ValueError, match="extra"):
+        Observations.of(rows[:1], [[0.9]], [[-1.0]])
+
+
+def test_a_multi_fidelity_search_learns_from_its_lower_rungs():
+    """Architectures stopped at a lower rung (FAIL to the sampler, with rung_accuracies) are
+    observations once their rung's gap to the top is measured on 3 complete trials: moved by
+    the mean gap, weighed by its variance."""
+    from optuna.distributions import CategoricalDistribution
+
+    space = small_space()
+    archs = list(space)
+    sampler = ParetoSurrogateSampler(space, flops_of, seed=0, reevaluate=False)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    dists = {n: CategoricalDistribution(list(v)) for n, v in space.parameters().items()}
+
+    def add(arch, state, rungs):
+        params = space.params_of(arch)
+        study.add_trial(optuna.trial.create_trial(
+            state=state, params=params, distributions=dists,
+            values=[rungs[-1], flops_of(params)] if state == TrialState.COMPLETE else None,
+            user_attrs={"rung_accuracies": rungs, "architecture": arch.key}))
+
+    from optuna.trial import TrialState
+
+    gaps = [0.10, 0.12, 0.14]
+    for arch, gap in zip(archs[:3], gaps):
+        add(arch, TrialState.COMPLETE, [0.8, 0.8 + gap])
+    add(archs[3], TrialState.FAIL, [0.7])
+    add(archs[4], TrialState.FAIL, [0.6, 0.75])  # rung 1: no gap measured: not used
+    sampler._prepare()
+    observed, blocked = sampler._history(study, number=-1)
+    assert sorted(observed) == sorted(sampler._index[a.key] for a in archs[:3])
+    assert sampler._index[archs[3].key] in blocked
+    believed = sampler._with_lower_fidelity(observed)
+    third = sampler._index[archs[3].key]
+    assert set(believed) - set(observed) == {third}
+    assert believed[third] == [pytest.approx(0.7 + 0.12)]
+    assert sampler._extra[third] == [pytest.approx(np.var(gaps, ddof=1), rel=1e-3)]
+    sampler.fit(believed)  # the extra variance reaches the model
