@@ -49,7 +49,9 @@ import poolbench_curves  # noqa: E402
 LEVELS = (0.95, 0.99)
 EPOCHS = poolbench_curves.EPOCHS
 #: Schedules replayed by default: (min_epochs, η).
-SCHEDULES = ((1, 2), (1, 3), (1, 4), (2, 2))
+SCHEDULES = ((1, 3), (2, 2), (3, 3), (4, 2), (4, 4))
+#: Epoch budgets at which the hypervolume reached is reported.
+AT_EPOCHS = (64, 128, 256, 512)
 
 
 class CurvesTable:
@@ -224,6 +226,11 @@ def summarise(name: str, runs: list[Run], table: CurvesTable) -> dict[str, Any]:
                                             "reached": sum(c is not None for c in counts),
                                             "each": counts}
     result["full_trainings"] = statistics.fmean(len(r.full) for r in runs)
+    result["hv_at"] = {}
+    for spent in AT_EPOCHS:
+        fractions = [max((v for e, v in r.points if e <= spent), default=0.0) / table.true_hv
+                     for r in runs]
+        result["hv_at"][spent] = quartiles(fractions)
     return result
 
 
@@ -242,6 +249,14 @@ def markdown(results: list[dict[str, Any]], table: CurvesTable, sampler: str) ->
             f"{a['reached']}/{r['runs']} | {a['median'] / base['to_95']['median']:.2f} | "
             f"{b['median']:g} [{b['q1']:g}, {b['q3']:g}] | {b['reached']}/{r['runs']} | "
             f"{b['median'] / base['to_99']['median']:.2f} |")
+    lines += ["", "Hypervolume reached (fraction of the true one, median [q1, q3]) after a "
+              "number of training epochs:", "",
+              "| arm | " + " | ".join(f"{e} epochs" for e in AT_EPOCHS) + " |",
+              "|---|" + "---:|" * len(AT_EPOCHS)]
+    for r in results:
+        cells = [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for lo, m, hi in
+                 (r["hv_at"][e] for e in AT_EPOCHS)]
+        lines.append(f"| `{r['arm']}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
