@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--cap", type=int, default=200, help="trainings per run, at most")
     parser.add_argument("--jobs", type=int, default=1, help="processes for the seeds")
+    parser.add_argument("--first-seed", type=int, default=0, help="seed of the first run")
     parser.add_argument("--strategies", default="surrogate,surrogate:reevaluate=0,previous,"
                                                 "tpe,random")
     args = parser.parse_args()
@@ -151,10 +152,18 @@ def main() -> None:
             from multiprocessing import get_context
 
             with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-                curves = list(pool.map(_run_seed, [(args.dataset, name, seed, cap)
-                                                   for seed in range(args.seeds)]))
+                curves = list(pool.map(_run_seed, [
+                    (args.dataset, name, seed, cap)
+                    for seed in range(args.first_seed, args.first_seed + args.seeds)]))
         else:
-            curves = [run_optuna(name, table, seed, cap) for seed in range(args.seeds)]
+            curves = []
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
+                curves.append(run_optuna(name, table, seed, cap))
+                # One line per run as it ends: a long run's partial results are not lost.
+                print(f"{name} seed {seed}: to 95% "
+                      f"{replay.trainings_to(curves[-1], 0.95 * table.true_hv)}, to 99% "
+                      f"{replay.trainings_to(curves[-1], 0.99 * table.true_hv)}",
+                      file=sys.stderr, flush=True)
         result = replay.summarise(name, curves, table, cap)
         result["seconds"] = round(time.perf_counter() - tick, 1)
         results.append(result)

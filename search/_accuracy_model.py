@@ -46,7 +46,7 @@ Cost: a proposal predicts every candidate: one ``(N x D) @ (D x u)`` product of 
 product per averaged setting (a sampler averages over at most ``SAMPLER_COMPONENTS``), ``O(N
 u^2)``, on one BLAS thread;
 ``benchmarks/proposal_time.py`` times a whole proposal on a 50,000-architecture space
-(docs/benchmarks.md: 0.53 s with 200 trained architectures).
+(docs/benchmarks.md: 0.45 s of one core with 200 trained architectures).
 """
 
 from __future__ import annotations
