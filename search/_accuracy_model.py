@@ -388,10 +388,7 @@ class AccuracyModel:
     def joint(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean vector and covariance matrix of the true accuracies (the mixture's
         first two moments)."""
-        parts = self.joint_components(codes)
-        mean = sum(w * mu for w, mu, _ in parts)
-        cov = sum(w * (c + np.outer(mu - mean, mu - mean)) for w, mu, c in parts)
-        return mean, cov
+        return mixture_moments(self.joint_components(codes))
 
     def summary(self) -> dict[str, float]:
         """The most probable hyper-parameters in accuracy units (what the docs and tests read);
@@ -404,6 +401,14 @@ class AccuracyModel:
                 "nugget_sd": self.y_scale * math.sqrt(top.nugget),
                 "log_evidence": float(self.log_evidence),
                 "settings": len(self.components), "evaluated": self.evaluations}
+
+
+def mixture_moments(parts: Sequence[tuple[float, np.ndarray, np.ndarray]]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean vector and covariance matrix of a mixture of ``(weight, mean, cov)`` normals."""
+    mean = sum(w * mu for w, mu, _ in parts)
+    cov = sum(w * (c + np.outer(mu - mean, mu - mean)) for w, mu, c in parts)
+    return mean, cov
 
 
 def dominance_probabilities(mean: np.ndarray, cov: np.ndarray, costs: Sequence[float], *,
@@ -689,8 +694,7 @@ def fit_accuracy_model(study: Any, trials: Sequence[Any] | None = None, *,
     model = AccuracyModel(space.parameters()).fit(
         Observations.of([rows[k] for k in keys], [accuracies[k] for k in keys]))
     parts = model.joint_components(model.encode([rows[k] for k in keys]))
-    mean = sum(w * mu for w, mu, _ in parts)
-    cov = sum(w * (c + np.outer(mu - mean, mu - mean)) for w, mu, c in parts)
+    mean, cov = mixture_moments(parts)
     flops = [float(flops_of(rows[k])) for k in keys]
     p_front = dominance_probabilities(mean, cov, flops, draws=draws, components=parts)
     sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
