@@ -3,14 +3,15 @@
 For each runtime (Keras ``tf.function``, TFLite through LiteRT) with threads pinned:
 
 1. **Accuracy of the latency model.** The kernel table of the default and the catalogue space is
-   measured (every distinct kernel once), then ``--archs`` random architectures of each space are
-   built and measured whole. Reported: the share whose predicted latency is within ±10 % of the
+   measured afresh (every distinct kernel once, inside a graph) and calibrated on 20 of the
+   space's architectures, then ``--archs`` *other* random architectures of each space are built
+   and measured whole. Reported: the share whose predicted latency is within ±10 % of the
    measured one, the median absolute error, and the Spearman rank correlation of predicted vs
-   measured beside that of FLOPs vs measured.
+   measured beside that of FLOPs vs measured; the same for the uncalibrated kernel sum.
 2. **Per op, at every point of the default backbone** (stem 16, stages 32/64/128, one block, no
    shortcuts; ``max`` at the other points): FLOPs ratio and measured latency ratio of each op of
    the catalogue against ``max``, and the pairs of ops whose FLOPs order and latency order
-   disagree.
+   disagree beyond the measurement's noise (their repeat medians do not overlap).
 3. **Does the front change?** On the PoolBench-digits table (729 trained architectures, no
    training here): the Pareto front by (accuracy, FLOPs) vs by (accuracy, predicted latency),
    and how much latency the FLOPs front leaves on the table.
@@ -26,11 +27,13 @@ Every timing is: ``--warmup`` untimed calls, then the median (and IQR) of ``--ru
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
-import random
 import statistics
+import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 TABLE = HERE / "data" / "poolbench_digits.jsonl"
 INPUT, CLASSES, SCALE = (8, 8, 1), 10, 1 / 16  # digits: 8x8 pixels of 0..16
 
@@ -49,15 +53,25 @@ def _spearman(a, b) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def _discordant(names, xs, ys) -> list[str]:
-    out = []
+def _discordant(names, xs, rows) -> tuple[list[str], int]:
+    """Pairs of ops whose FLOPs order and latency order disagree: those whose latencies are
+    apart beyond their repeat medians' ranges (no overlap), and how many more disagree only
+    within that noise."""
+    sure, noise = [], 0
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
-            if (xs[i] - xs[j]) * (ys[i] - ys[j]) < 0:
-                cheaper = names[i] if xs[i] < xs[j] else names[j]
-                other = names[j] if cheaper == names[i] else names[i]
-                out.append(f"{cheaper} < {other} in FLOPs, not in latency")
-    return out
+            if xs[i] == xs[j]:
+                continue
+            cheap, dear = (i, j) if xs[i] < xs[j] else (j, i)
+            if rows[cheap]["measured_ms"] <= rows[dear]["measured_ms"]:
+                continue
+            if min(rows[cheap]["repeat_medians_ms"]) > max(rows[dear]["repeat_medians_ms"]):
+                sure.append(f"{names[cheap]} < {names[dear]} in FLOPs, "
+                            f"{rows[cheap]['measured_ms'] / rows[dear]['measured_ms']:.2f}× "
+                            "in latency")
+            else:
+                noise += 1
+    return sure, noise
 
 
 def _front(points):
@@ -71,57 +85,70 @@ def _front(points):
     return front
 
 
-def accuracy_of_model(runtime, spaces, n, rng, timing, tolerance, log):
+def _quality(rows, column):
+    """How well ``column`` predicts the measured latency of ``rows``."""
+    errors = [r[column] / r["measured_ms"] - 1 for r in rows]
+    return {"within_10pct": sum(abs(e) <= 0.10 for e in errors) / len(rows),
+            "median_abs_error": statistics.median(abs(e) for e in errors),
+            "median_error": statistics.median(errors),
+            "spearman": _spearman([r[column] for r in rows], [r["measured_ms"] for r in rows])}
+
+
+def accuracy_of_model(runtime, spaces, n, seed, timing, tolerance, folder, log):
+    """Per space: the kernel table and its calibration measured afresh (into ``folder``), then
+    ``n`` random architectures the calibration never saw, measured whole."""
     from poolnas.evaluators import (
+        CALIBRATION_ARCHITECTURES,
         LatencyModel,
         architecture_cost,
-        measure_model,
-        measure_table,
-        space_kernels,
+        measure_stable,
+        space_table,
     )
+    from poolnas.evaluators._latency import _sample
     from poolnas.spaces import build_model
 
     results = {}
+    path = Path(folder) / f"table-{runtime}.json"
     for name, space in spaces.items():
-        kernels = space_kernels(space, INPUT, CLASSES, input_scale=SCALE)
         started = time.perf_counter()
-        table = measure_table(kernels, runtime, tolerance=tolerance, **timing)
+        table = space_table(space, INPUT, CLASSES, runtime, input_scale=SCALE, path=path,
+                            tolerance=tolerance, **timing)
         table_seconds = time.perf_counter() - started
-        model = LatencyModel(table, INPUT, CLASSES, input_scale=SCALE)
-        archs = list(space)
-        sample = rng.sample(archs, min(n, len(archs)))
+        calibrated = LatencyModel(table, INPUT, CLASSES, input_scale=SCALE)
+        bare = dataclasses.replace(table, calibration=None, calibrations={})
+        uncalibrated = LatencyModel(bare, INPUT, CLASSES, input_scale=SCALE)
+        seen = {a.key for a in _sample(space, CALIBRATION_ARCHITECTURES, 0)}
+        sample = [a for a in _sample(space, n + len(seen), seed + 1) if a.key not in seen][:n]
         rows = []
         for arch in sample:
-            measured = measure_model(build_model(arch, INPUT, CLASSES, input_scale=SCALE),
-                                     runtime, **timing)
-            rows.append({"architecture": arch.key, "predicted_ms": model(arch),
+            measured = measure_stable(build_model(arch, INPUT, CLASSES, input_scale=SCALE),
+                                      runtime, **timing)
+            rows.append({"architecture": arch.key, "predicted_ms": calibrated(arch),
+                         "uncalibrated_ms": uncalibrated(arch),
                          "measured_ms": measured.median_ms, "iqr_ms": measured.iqr_ms,
                          "spread": measured.spread,
                          "flops": architecture_cost(arch, INPUT, CLASSES,
                                                     input_scale=SCALE).flops})
-        errors = [r["predicted_ms"] / r["measured_ms"] - 1 for r in rows]
+        measured_ms = [r["measured_ms"] for r in rows]
         results[name] = {
-            "kernels": len(kernels), "table_seconds": round(table_seconds, 1),
+            "kernels": len(table.kernels) - 1, "table_seconds": round(table_seconds, 1),
             "table_max_spread": table.max_spread, "overhead_ms": table.overhead_ms,
-            "architectures": len(rows),
-            "within_10pct": sum(abs(e) <= 0.10 for e in errors) / len(rows),
-            "median_abs_error": statistics.median(abs(e) for e in errors),
-            "spearman_predicted": _spearman([r["predicted_ms"] for r in rows],
-                                            [r["measured_ms"] for r in rows]),
-            "spearman_flops": _spearman([r["flops"] for r in rows],
-                                        [r["measured_ms"] for r in rows]),
+            "calibration": table.calibration.as_dict(),
+            "architectures": len(rows), **_quality(rows, "predicted_ms"),
+            "uncalibrated": _quality(rows, "uncalibrated_ms"),
+            "spearman_flops": _spearman([r["flops"] for r in rows], measured_ms),
             "median_measurement_spread": statistics.median(r["spread"] for r in rows),
             "rows": rows,
         }
-        log(f"  {runtime} {name}: {len(kernels)} kernels in {table_seconds:.0f}s; "
-            f"{results[name]['within_10pct']:.0%} within ±10%, Spearman "
-            f"{results[name]['spearman_predicted']:.2f} (FLOPs "
-            f"{results[name]['spearman_flops']:.2f})")
-    return results, table
+        log(f"  {runtime} {name}: {results[name]['kernels']} kernels and calibration in "
+            f"{table_seconds:.0f}s; {results[name]['within_10pct']:.0%} within ±10% "
+            f"(uncalibrated {results[name]['uncalibrated']['within_10pct']:.0%}), Spearman "
+            f"{results[name]['spearman']:.2f} (FLOPs {results[name]['spearman_flops']:.2f})")
+    return results
 
 
 def per_op(runtime, timing, log):
-    from poolnas.evaluators import architecture_cost, measure_model
+    from poolnas.evaluators import architecture_cost, measure_stable
     from poolnas.spaces import OPS, Architecture, build_model
 
     widths = (32, 64, 128)
@@ -137,34 +164,37 @@ def per_op(runtime, timing, log):
             segments = list(base_segments)
             segments[p] = f"{op}+none"
             arch = Architecture.from_key(key(segments))
-            t = measure_model(build_model(arch, INPUT, CLASSES, input_scale=SCALE), runtime,
-                              **timing)
+            t = measure_stable(build_model(arch, INPUT, CLASSES, input_scale=SCALE), runtime,
+                               **timing)
             rows.append({"op": op, "flops": architecture_cost(arch, INPUT, CLASSES,
                                                                input_scale=SCALE).flops,
-                         "measured_ms": t.median_ms, "iqr_ms": t.iqr_ms, "spread": t.spread})
+                         "measured_ms": t.median_ms, "iqr_ms": t.iqr_ms, "spread": t.spread,
+                         "repeat_medians_ms": list(t.repeat_medians_ms)})
         base = next(r for r in rows if r["op"] == "max")
         for r in rows:
             r["flops_ratio"] = r["flops"] / base["flops"]
             r["latency_ratio"] = r["measured_ms"] / base["measured_ms"]
         names = [r["op"] for r in rows]
-        points.append({"point": p + 1, "rows": rows,
-                       "disagree": _discordant(names, [r["flops"] for r in rows],
-                                               [r["measured_ms"] for r in rows])})
-        log(f"  {runtime} point {p + 1}: {len(points[-1]['disagree'])} op pairs ordered "
-            "differently by FLOPs and latency")
+        sure, noise = _discordant(names, [r["flops"] for r in rows], rows)
+        points.append({"point": p + 1, "rows": rows, "disagree": sure,
+                       "disagree_within_noise": noise})
+        log(f"  {runtime} point {p + 1}: {len(sure)} op pairs ordered differently by FLOPs "
+            f"and latency beyond the noise ({noise} more within it)")
     return points
 
 
-def fronts(runtime, timing, tolerance, log):
+def fronts(runtime, timing, tolerance, folder, log):
     """PoolBench's table: the FLOPs front vs the latency front (predicted latency)."""
-    from poolnas.evaluators import LatencyModel, architecture_kernels, measure_table
+    from poolbench import bench_space
+
+    from poolnas.evaluators import LatencyModel, space_table
     from poolnas.spaces import Architecture
 
     rows = [json.loads(line) for line in TABLE.read_text().splitlines() if line.strip()]
     archs = [Architecture.from_key(r["key"]) for r in rows]
-    kernels = {k.key: k for a in archs
-               for k in architecture_kernels(a, INPUT, CLASSES, input_scale=SCALE)}
-    table = measure_table(kernels.values(), runtime, tolerance=tolerance, **timing)
+    table = space_table(bench_space(), INPUT, CLASSES, runtime, input_scale=SCALE,
+                        path=Path(folder) / f"table-{runtime}.json", tolerance=tolerance,
+                        **timing)
     model = LatencyModel(table, INPUT, CLASSES, input_scale=SCALE)
     acc = [statistics.mean(r["val_acc"]) for r in rows]
     ms = [model(a) for a in archs]
@@ -193,29 +223,41 @@ def markdown(report) -> str:
              f"Machine: {report['machine']}; threads pinned to {report['threads']}; each timing "
              f"{report['timing']['warmup']} warm-up calls, then the median of "
              f"{report['timing']['runs']} timed calls, {report['timing']['repeats']} repeats; "
-             f"kernel tolerance {report['tolerance']:.0%}.", ""]
+             f"kernel tolerance {report['tolerance']:.0%}. Each space's kernel table and "
+             "calibration (20 architectures measured whole) are measured afresh; the "
+             "architectures below are others, drawn at random.", ""]
     for runtime, part in report["runtimes"].items():
         lines += [f"### {runtime}: {part['description']}", "",
-                  "| space | kernels | archs | within ±10 % | median abs. error | Spearman "
-                  "predicted | Spearman FLOPs | median repeat spread |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| space | kernels | archs | within ±10 % | median abs. error | median error | "
+                  "Spearman predicted | Spearman FLOPs | uncalibrated: within ±10 %, Spearman | "
+                  "calibration: intercept ms, slope (fit error) | median repeat spread |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in part["accuracy"].items():
+            u, c = r["uncalibrated"], r["calibration"]
             lines.append(f"| {name} | {r['kernels']} | {r['architectures']} | "
                          f"{r['within_10pct']:.0%} | {r['median_abs_error']:.1%} | "
-                         f"{r['spearman_predicted']:.3f} | {r['spearman_flops']:.3f} | "
+                         f"{r['median_error']:+.1%} | {r['spearman']:.3f} | "
+                         f"{r['spearman_flops']:.3f} | {u['within_10pct']:.0%}, "
+                         f"{u['spearman']:.3f} | {c['intercept_ms']:.4f}, {c['slope']:.3f} "
+                         f"({c['median_abs_error']:.1%}) | "
                          f"{r['median_measurement_spread']:.1%} |")
         lines += ["", "Per op at every point of the default backbone (ratio to `max` at that "
                   "point; whole-model FLOPs and measured latency):", "",
-                  "| point | op | FLOPs ratio | latency ratio | latency ms (IQR) |",
-                  "|---|---|---|---|---|"]
+                  "| point | op | FLOPs ratio | latency ratio | latency ms (IQR) | repeat medians "
+                  "ms |", "|---|---|---|---|---|---|"]
         for p in part["per_op"]:
             for r in p["rows"]:
                 lines.append(f"| {p['point']} | `{r['op']}` | {r['flops_ratio']:.3f} | "
                              f"{r['latency_ratio']:.3f} | {r['measured_ms']:.4f} "
-                             f"({r['iqr_ms']:.4f}) |")
+                             f"({r['iqr_ms']:.4f}) | "
+                             + ", ".join(f"{v:.4f}" for v in r["repeat_medians_ms"]) + " |")
+        lines += ["", "Op pairs whose FLOPs order and measured latency order disagree, where "
+                  "the two latencies' repeat medians do not overlap (a pair inside that noise "
+                  "is only counted):"]
         for p in part["per_op"]:
-            if p["disagree"]:
-                lines.append(f"\nPoint {p['point']}: " + "; ".join(p["disagree"]) + ".")
+            lines.append(f"\n- point {p['point']}: " + ("; ".join(p["disagree"]) or "none")
+                         + f" ({p['disagree_within_noise']} more pairs disagree within the "
+                         "noise).")
         f = part["fronts"]
         lines += ["", f"PoolBench-digits ({f['architectures']} architectures): FLOPs front "
                   f"{len(f['flops_front'])}, latency front {len(f['latency_front'])}, "
@@ -235,7 +277,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--runtimes", default="keras,tflite")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tolerance", type=float, default=0.25,
                         help="refuse a kernel table whose repeat medians disagree by more")
@@ -265,14 +307,14 @@ def main(argv=None) -> dict:
         print(text, flush=True)
 
     started = time.perf_counter()
+    folder = tempfile.mkdtemp(prefix="poolnas-latency-")  # a fresh table: nothing cached
     for runtime in args.runtimes.split(","):
-        rng = random.Random(args.seed)
-        accuracy, _ = accuracy_of_model(runtime, spaces, args.archs, rng, timing,
-                                        args.tolerance, log)
+        accuracy = accuracy_of_model(runtime, spaces, args.archs, args.seed, timing,
+                                     args.tolerance, folder, log)
         report["runtimes"][runtime] = {
             "description": runtime_description(runtime), "accuracy": accuracy,
             "per_op": per_op(runtime, timing, log),
-            "fronts": fronts(runtime, timing, args.tolerance, log)}
+            "fronts": fronts(runtime, timing, args.tolerance, folder, log)}
     report["seconds"] = round(time.perf_counter() - started, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -134,6 +134,9 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=200, help="trainings per run, at most")
     parser.add_argument("--jobs", type=int, default=1, help="processes for the seeds")
     parser.add_argument("--first-seed", type=int, default=0, help="seed of the first run")
+    parser.add_argument("--seed-list", default=None,
+                        help="comma-separated seeds to run instead (e.g. the runs a smaller "
+                        "cap left short of 99 %%: a run does not depend on its cap)")
     parser.add_argument("--strategies", default="surrogate,surrogate:reevaluate=0,previous,"
                                                 "tpe,random")
     args = parser.parse_args()
@@ -142,6 +145,8 @@ def main() -> None:
     print(f"NAS-Bench-Graph {args.dataset}: {len(bench)} rows, {table.space.size} reachable "
           f"architectures, true front {len(table.front)} ({time.perf_counter() - started:.0f} s "
           "to load)", file=sys.stderr, flush=True)
+    seeds = (list(range(args.first_seed, args.first_seed + args.seeds)) if args.seed_list is None
+             else [int(v) for v in args.seed_list.split(",")])
     results = []
     for entry in args.strategies.split(","):
         name, _, cap = entry.partition("@")
@@ -153,11 +158,10 @@ def main() -> None:
 
             with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
                 curves = list(pool.map(_run_seed, [
-                    (args.dataset, name, seed, cap)
-                    for seed in range(args.first_seed, args.first_seed + args.seeds)]))
+                    (args.dataset, name, seed, cap) for seed in seeds]))
         else:
             curves = []
-            for seed in range(args.first_seed, args.first_seed + args.seeds):
+            for seed in seeds:
                 curves.append(run_optuna(name, table, seed, cap))
                 # One line per run as it ends: a long run's partial results are not lost.
                 print(f"{name} seed {seed}: to 95% "

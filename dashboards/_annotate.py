@@ -37,7 +37,7 @@ CHOICES_FIGURE_ID = "poolnas-choices"
 
 
 def trial_note(arch: Architecture, costs: Sequence[PointCost] | None = None, *,
-               remark: str | None = None) -> str:
+               remark: str | None = None, latency_ms: float | None = None) -> str:
     """The Markdown note of one trial: the key, the architecture in words, a table of points.
 
     Args:
@@ -45,6 +45,7 @@ def trial_note(arch: Architecture, costs: Sequence[PointCost] | None = None, *,
         costs: :func:`poolnas.evaluators.point_costs` of it (stem, each point, head); without
             them the table has no FLOPs column.
         remark: A line to put under the heading (e.g. why the trial was not trained).
+        latency_ms: The predicted latency of a ``--cost latency`` study, shown beside FLOPs.
 
     Returns:
         Markdown.
@@ -70,6 +71,9 @@ def trial_note(arch: Architecture, costs: Sequence[PointCost] | None = None, *,
         total = sum(c.cost.flops for c in by_part.values())
         lines.append(f"| head | avg pool, dense | | | |{cell('head')}")
         lines.append(f"| **total** | | | | | **{flops_text(total)}** |")
+    if latency_ms is not None:
+        lines += ["", f"Predicted latency: **{latency_ms:.4f} ms** (the study's calibrated "
+                  "kernel table; the cost objective of this study)"]
     return "\n".join(lines) + "\n"
 
 
@@ -106,7 +110,8 @@ def annotate_trial(trial: optuna.Trial, arch: Architecture, *,
     try:
         from optuna_dashboard import save_note
 
-        save_note(trial, trial_note(arch, costs, remark=remark))
+        latency = trial.user_attrs.get(TrialAttrs.LATENCY_MS)
+        save_note(trial, trial_note(arch, costs, remark=remark, latency_ms=latency))
     except Exception as error:
         ok = _warn(f"trial {trial.number}: cannot save the dashboard note", error)
     if artifact_store is None:

@@ -19,7 +19,7 @@ import html
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -249,6 +249,16 @@ code{font-size:.8rem}h1 code{font-size:inherit}img{max-width:100%}
 """
 
 
+def _calibration_text(table: Mapping[str, Any]) -> str:
+    """How a stored latency table turns kernel sums into ms, for the report's settings."""
+    name = table.get("calibration")
+    calibration = (table.get("calibrations") or {}).get(name) if name else None
+    if calibration is None:
+        return ", uncalibrated"
+    return (f", calibrated on {calibration['architectures']} architectures measured whole: "
+            f"fit error {calibration['median_abs_error']:.1%} median")
+
+
 def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: ChoiceAnalysis,
                   settings: dict[str, Any], storage: str,
                   snapshots: Sequence[Snapshot]) -> dict[str, bytes]:
@@ -297,7 +307,8 @@ def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: C
          if settings.get("max_flops") else "none"),
         ("cost objective", "predicted latency (ms, "
          f"{settings.get('latency_runtime', 'keras')}, per-kernel table of "
-         f"{(settings.get('latency_table') or {}).get('machine', '?')})"
+         f"{(settings.get('latency_table') or {}).get('machine', '?')}"
+         f"{_calibration_text(settings.get('latency_table') or {})})"
          + (f"; budget {settings['max_latency']:g} ms" if settings.get("max_latency") else "")
          if settings.get("cost") == "latency" else "FLOPs"),
         ("trials", ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"),

@@ -10,8 +10,10 @@ from poolnas.evaluators._data import BUILTIN_DATASETS, Dataset, keras_home, load
 from poolnas.evaluators._flops import Cost, LayerCost, count_cost, layer_costs
 from poolnas.evaluators._fused import evaluate_architectures
 from poolnas.evaluators._latency import (
+    CALIBRATION_ARCHITECTURES,
     DEFAULT_TOLERANCE,
     RUNTIMES,
+    Calibration,
     Kernel,
     KernelLayers,
     LatencyModel,
@@ -20,15 +22,18 @@ from poolnas.evaluators._latency import (
     UnstableLatency,
     architecture_kernels,
     cached_table,
+    calibrate,
     check_runtime,
     convert_tflite,
     default_table_path,
     machine_name,
     measure_model,
+    measure_stable,
     measure_table,
     pin_threads,
     runtime_description,
     space_kernels,
+    space_table,
     time_call,
 )
 from poolnas.evaluators._profiler import profiler_flops
@@ -47,7 +52,9 @@ from poolnas.evaluators._training import (
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "CALIBRATION_ARCHITECTURES",
     "Budget",
+    "Calibration",
     "Cost",
     "DEFAULT_TOLERANCE",
     "Dataset",
@@ -67,15 +74,18 @@ __all__ = [
     "architecture_cost",
     "architecture_kernels",
     "cached_table",
+    "calibrate",
     "check_runtime",
     "convert_tflite",
     "default_table_path",
     "machine_name",
     "measure_model",
+    "measure_stable",
     "measure_table",
     "pin_threads",
     "runtime_description",
     "space_kernels",
+    "space_table",
     "time_call",
     "cost_table",
     "count_cost",

@@ -14,14 +14,18 @@ Two things live here, both on *this* machine and one runtime (:data:`RUNTIMES`):
   :class:`~poolnas.spaces.LayerSink` whose tensors are shapes and which records *kernels*: a
   layer kind with its arguments and input shapes, fused the way a deployment runtime fuses
   them (Conv2D + BatchNorm + ReLU, Add + ReLU, any op + ReLU are one kernel). Each distinct
-  kernel a space can produce is built as a one-kernel Keras model and measured once
-  (:func:`measure_table`); the :class:`LatencyTable` keeps the medians, refuses a kernel whose
-  repeat medians disagree by more than ``tolerance`` (:class:`UnstableLatency`), and is saved
-  in a cache file named for the machine, runtime, batch size and threads
-  (:func:`default_table_path`). An architecture's predicted latency is the fixed cost of one
-  call (the ``overhead`` kernel: a ReLU of one value) plus, per kernel, its time above that
-  fixed cost (:meth:`LatencyTable.predict`). It is exact for the table: the same architecture
-  always gets the same number, which is what the surrogate sampler needs.
+  kernel a space can produce is measured once (:func:`measure_table`) *inside a graph*: a model
+  of :data:`COPIES` independent copies of it against a model of one, so that the call's own
+  fixed cost, which at these sizes is most of a kernel model's time (a ``tf.function`` call is
+  about 0.08 ms here, a small conv 0.01 ms), cancels out. The :class:`LatencyTable` keeps the
+  medians, refuses a kernel whose repeat medians disagree by more than ``tolerance``
+  (:class:`UnstableLatency`), and is saved in a cache file named for the machine, runtime,
+  batch size and threads (:func:`default_table_path`). An architecture's *kernel sum* adds its
+  kernels' in-graph times; a :class:`Calibration` per space, fitted on whole models of 20 of
+  its architectures measured once (:func:`calibrate`, :func:`space_table`), turns it into
+  milliseconds (``intercept + slope × sum``: the whole model's call overhead, and how much
+  dispatch a longer graph hides). It is exact for the table: the same architecture always gets
+  the same number, which is what the surrogate sampler needs.
 
 What must stay true: a kernel is built with the very ``KerasLayers`` methods ``build_model``
 uses, so what is measured is what the model runs; nothing here asserts on a time.
@@ -30,10 +34,13 @@ uses, so what is measured is what the model runs; nothing here asserts on a time
 from __future__ import annotations
 
 import functools
+import gc
+import hashlib
 import json
 import math
 import os
 import platform
+import random
 import re
 import statistics
 import time
@@ -59,7 +66,7 @@ RUNTIMES = ("keras", "tflite")
 #: Repeat medians of one kernel may differ by this share of the smallest before a table refuses
 #: to store it.
 DEFAULT_TOLERANCE = 0.25
-_FORMAT = 1
+_FORMAT = 2
 _MEMO = 1 << 14
 
 
@@ -112,11 +119,19 @@ class Timing:
 
 
 def _series(call: Callable[[], Any], runs: int) -> list[float]:
+    """``runs`` timed calls in ms, with Python's garbage collector held off (a collection in the
+    middle of a 0.1 ms call is the largest single source of outliers at these sizes)."""
     times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1e3)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(runs):
+            start = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        if collecting:
+            gc.enable()
     return times
 
 
@@ -242,6 +257,27 @@ def measure_model(model: Any, runtime: str = "keras", *, batch_size: int = 1, th
                      warmup=warmup, runs=runs, repeats=repeats)
 
 
+#: A whole-model measurement whose repeat medians disagree by more is measured again
+#: (:func:`measure_stable`).
+STABLE_SPREAD = 0.10
+
+
+def measure_stable(model: Any, runtime: str = "keras", *, retries: int = 2,
+                   **timing: Any) -> Timing:
+    """:func:`measure_model`, measured again (up to ``retries`` times) while its repeat medians
+    disagree by more than :data:`STABLE_SPREAD`; the most stable measurement is returned, and
+    its ``spread`` says how stable that was."""
+    runner = model_runner(model, runtime, batch_size=timing.pop("batch_size", 1),
+                          threads=timing.pop("threads", 1))
+    best = time_call(runner, **timing)
+    for _ in range(retries):
+        if best.spread <= STABLE_SPREAD:
+            break
+        again = time_call(runner, **timing)
+        best = min(best, again, key=lambda t: t.spread)
+    return best
+
+
 # ---------------------------------------------------------------------- kernels
 #: One op of a kernel: the LayerSink method and its arguments after the tensor.
 Op = tuple[str, tuple[Any, ...]]
@@ -261,18 +297,26 @@ class Kernel:
                        for name, args in self.ops)
         return f"{ops}@{'|'.join('x'.join(map(str, s)) for s in self.inputs)}"
 
-    def model(self, name: str = "kernel") -> Any:
-        """A Keras model of just this kernel, built with ``build_model``'s own layers."""
+    def model(self, name: str = "kernel", copies: int = 1) -> Any:
+        """A Keras model of just this kernel, built with ``build_model``'s own layers; with
+        ``copies`` > 1, that many independent copies (own inputs, weights and outputs) in one
+        model, which is how :func:`measure_table` times a kernel inside a graph."""
         import keras
 
         from poolnas.spaces._builder import KerasLayers
 
         layers = KerasLayers()
-        inputs = [keras.Input(shape=s, name=f"in{i}") for i, s in enumerate(self.inputs)]
-        x: Any = inputs if len(inputs) > 1 else inputs[0]
-        for i, (method, args) in enumerate(self.ops):
-            x = getattr(layers, method)(x, *args, name=f"k{i}_{method}")
-        return keras.Model(inputs, x, name=name)
+        every, outputs = [], []
+        for c in range(copies):
+            inputs = [keras.Input(shape=s, name=f"c{c}in{i}") for i, s in enumerate(self.inputs)]
+            x: Any = inputs if len(inputs) > 1 else inputs[0]
+            for i, (method, args) in enumerate(self.ops):
+                x = getattr(layers, method)(x, *args, name=f"c{c}k{i}_{method}")
+            every += inputs
+            outputs.append(x)
+        if copies == 1:
+            return keras.Model(every, outputs[0], name=name)
+        return keras.Model(every, outputs, name=name)
 
 
 #: The fixed cost of one call: a ReLU of a single value.
@@ -461,9 +505,55 @@ def default_table_path(runtime: str, *, batch_size: int = 1, threads: int = 1) -
     return Path(root) / f"{machine_name()}-{check_runtime(runtime)}-b{batch_size}-t{threads}.json"
 
 
+#: Independent copies of a kernel in the model that times it inside a graph (:func:`measure_table`).
+COPIES = 8
+#: Whole architectures of a space measured to calibrate its kernel sums (:func:`calibrate`).
+CALIBRATION_ARCHITECTURES = 20
+
+
+def kernel_set_key(kernels: Iterable[Kernel]) -> str:
+    """A short name for a set of kernels (a space's, on one input): what a calibration is for."""
+    keys = sorted({k.key for k in kernels})
+    return hashlib.sha1("\n".join(keys).encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``measured ≈ intercept_ms + slope × kernel sum``, fitted by least squares on
+    ``architectures`` whole models of one space measured on this machine (:func:`calibrate`).
+
+    What it corrects is what the kernels cannot see alone: a whole model's own call overhead
+    (its inputs and outputs, the runtime's bookkeeping per call) and how much of each kernel's
+    dispatch cost a longer graph hides. ``median_abs_error`` is the fit's median relative error
+    on the architectures it was fitted on.
+    """
+
+    intercept_ms: float
+    slope: float
+    architectures: int
+    median_abs_error: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"intercept_ms": self.intercept_ms, "slope": self.slope,
+                "architectures": self.architectures, "median_abs_error": self.median_abs_error}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
+        return cls(float(data["intercept_ms"]), float(data["slope"]), int(data["architectures"]),
+                   float(data["median_abs_error"]))
+
+
 @dataclass
 class LatencyTable:
     """Measured kernel latencies on one machine and runtime.
+
+    A kernel has two numbers: ``alone`` (one call of a model of just that kernel) and
+    ``kernels`` (its time inside a graph: what :data:`COPIES` independent copies in one model
+    take beyond one copy, per copy, so the call's fixed cost cancels out). An architecture's
+    latency is predicted from the *kernel sum*, each kernel's in-graph time above that of a
+    trivial kernel (:data:`OVERHEAD_KERNEL`, whose in-graph time is what any copy costs to feed
+    and fetch): with a :class:`Calibration` for its space, ``intercept + slope × sum``; without,
+    one call's fixed cost (the trivial kernel alone) plus the sum.
 
     Args:
         runtime: ``keras`` or ``tflite``.
@@ -473,8 +563,13 @@ class LatencyTable:
             (``(max - min) / min``); :meth:`record` refuses more.
         machine: Where it was measured (default: this machine, :func:`machine_name`).
         runtime_version: What ran it (:func:`runtime_description`).
-        kernels: ``{kernel key: median ms}``.
+        kernels: ``{kernel key: in-graph ms}``.
         spreads: ``{kernel key: spread of its repeat medians}``.
+        alone: ``{kernel key: ms of one call of the kernel alone}``.
+        calibrations: ``{kernel_set_key of a space's kernels: its Calibration}``.
+        calibration: The calibration :meth:`predict` uses (set by :meth:`subset` for a space).
+        method: ``in_graph``; ``alone`` for a table of poolnas' first format (kernels timed
+            alone only, read so that studies made with it still resume).
     """
 
     runtime: str
@@ -485,6 +580,10 @@ class LatencyTable:
     runtime_version: str = ""
     kernels: dict[str, float] = field(default_factory=dict)
     spreads: dict[str, float] = field(default_factory=dict)
+    alone: dict[str, float] = field(default_factory=dict)
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
+    calibration: Calibration | None = None
+    method: str = "in_graph"
 
     def __post_init__(self) -> None:
         check_runtime(self.runtime)
@@ -492,32 +591,46 @@ class LatencyTable:
         if not (isinstance(self.tolerance, (int, float)) and self.tolerance >= 0):
             raise PoolnasError(f"tolerance must be 0 or more, got {self.tolerance!r}")
 
-    def record(self, key: str, repeat_medians_ms: Sequence[float]) -> float:
-        """Store the median of a kernel's repeat medians, if they agree within the tolerance.
-
-        Returns:
-            The stored median in milliseconds.
-
-        Raises:
-            UnstableLatency: The repeats disagree by more than ``tolerance`` (nothing stored).
-        """
-        timing = Timing(statistics.median(repeat_medians_ms), 0.0, 0, tuple(repeat_medians_ms))
+    def _check(self, key: str, what: str, medians: Sequence[float]) -> float:
+        timing = Timing(statistics.median(medians), 0.0, 0, tuple(medians))
         if timing.spread > self.tolerance or not all(
-                math.isfinite(v) and v > 0 for v in repeat_medians_ms):
+                math.isfinite(v) and v > 0 for v in medians):
             raise UnstableLatency(
-                f"kernel {key}: repeat medians {', '.join(f'{v:.4f}' for v in repeat_medians_ms)}"
+                f"kernel {key}{what}: repeat medians {', '.join(f'{v:.4f}' for v in medians)}"
                 f" ms disagree by {timing.spread:.0%} (tolerance {self.tolerance:.0%}); measure "
                 "again on a quieter machine, with more runs, or a larger tolerance "
                 "(--latency-tolerance)")
-        self.kernels[key] = timing.median_ms
-        self.spreads[key] = timing.spread
-        return timing.median_ms
+        return timing.spread
+
+    def record(self, key: str, alone_ms: Sequence[float],
+               copies_ms: Sequence[float] | None = None, copies: int = COPIES) -> float:
+        """Store a kernel from its repeat medians alone and (optionally) as ``copies`` copies in
+        one model, if each series agrees within the tolerance.
+
+        Returns:
+            The stored in-graph ms: the median over repeats of ``(copies_ms - alone_ms) /
+            (copies - 1)`` (at least 0), or the median alone without copies.
+
+        Raises:
+            UnstableLatency: A series disagrees by more than ``tolerance`` (nothing stored).
+        """
+        spread = self._check(key, "", alone_ms)
+        alone = statistics.median(alone_ms)
+        in_graph = alone
+        if copies_ms is not None:
+            spread = max(spread, self._check(key, f" x{copies}", copies_ms))
+            in_graph = max(statistics.median(
+                (c - a) / (copies - 1) for a, c in zip(alone_ms, copies_ms)), 0.0)
+        self.alone[key] = alone
+        self.kernels[key] = in_graph
+        self.spreads[key] = spread
+        return in_graph
 
     @property
     def overhead_ms(self) -> float:
-        """The fixed cost of one call (:data:`OVERHEAD_KERNEL`)."""
+        """The fixed cost of one call (:data:`OVERHEAD_KERNEL` alone)."""
         try:
-            return self.kernels[OVERHEAD_KERNEL.key]
+            return self.alone[OVERHEAD_KERNEL.key]
         except KeyError:
             raise PoolnasError("the latency table has no overhead kernel; measure it with "
                                "measure_table") from None
@@ -527,57 +640,96 @@ class LatencyTable:
         wanted = {k.key: k for k in [OVERHEAD_KERNEL, *kernels]}
         return [k for key, k in wanted.items() if key not in self.kernels]
 
-    def predict(self, kernels: Iterable[Kernel]) -> float:
-        """Predicted latency in ms of a model that runs ``kernels``: the overhead of one call
-        plus each kernel's time above it.
+    def kernel_sum(self, kernels: Iterable[Kernel]) -> float:
+        """Each kernel's in-graph ms above the trivial kernel's, summed.
 
         Raises:
             PoolnasError: A kernel is not in the table.
         """
-        overhead = self.overhead_ms
-        total = overhead
+        floor = self.kernels.get(OVERHEAD_KERNEL.key)
+        if floor is None:
+            self.overhead_ms  # noqa: B018 - raises the missing-overhead error
+        total = 0.0
         for k in kernels:
             ms = self.kernels.get(k.key)
             if ms is None:
                 raise PoolnasError(f"kernel {k.key} is not in the {self.runtime} latency table; "
                                    "measure the space's kernels first")
-            total += max(ms - overhead, 0.0)
+            total += max(ms - floor, 0.0)
         return total
+
+    def from_sum(self, kernel_sum: float) -> float:
+        """The predicted latency (ms) of a model whose :meth:`kernel_sum` is ``kernel_sum``:
+        calibrated if the table holds its space's :attr:`calibration`, never below one call's
+        fixed cost."""
+        overhead = self.overhead_ms
+        c = self.calibration
+        if c is None:
+            return overhead + kernel_sum
+        return max(c.intercept_ms + c.slope * kernel_sum, overhead)
+
+    def predict(self, kernels: Iterable[Kernel]) -> float:
+        """Predicted latency in ms of a model that runs ``kernels`` (see the class).
+
+        Raises:
+            PoolnasError: A kernel is not in the table.
+        """
+        return self.from_sum(self.kernel_sum(kernels))
 
     @property
     def max_spread(self) -> float:
         return max(self.spreads.values(), default=0.0)
 
     def subset(self, kernels: Iterable[Kernel]) -> LatencyTable:
-        """A copy holding only ``kernels`` and the overhead kernel."""
+        """A copy holding only ``kernels`` and the overhead kernel, and the calibration fitted
+        for exactly that set of kernels (a space's: :func:`calibrate`), if there is one."""
+        kernels = list(kernels)
         keys = {OVERHEAD_KERNEL.key, *(k.key for k in kernels)}
+        name = kernel_set_key(kernels)
+        chosen = self.calibrations.get(name)
+
+        def keep(values: dict[str, float]) -> dict[str, float]:
+            return {k: v for k, v in values.items() if k in keys}
+
         return LatencyTable(self.runtime, self.batch_size, self.threads, self.tolerance,
-                            self.machine, self.runtime_version,
-                            {k: v for k, v in self.kernels.items() if k in keys},
-                            {k: v for k, v in self.spreads.items() if k in keys})
+                            self.machine, self.runtime_version, keep(self.kernels),
+                            keep(self.spreads), keep(self.alone),
+                            {} if chosen is None else {name: chosen}, chosen, self.method)
 
     def as_dict(self) -> dict[str, Any]:
+        chosen = next((k for k, c in self.calibrations.items() if c == self.calibration), None)
         return {"format": _FORMAT, "machine": self.machine, "runtime": self.runtime,
                 "runtime_version": self.runtime_version, "batch_size": self.batch_size,
-                "threads": self.threads, "tolerance": self.tolerance,
-                "kernels": {k: {"ms": self.kernels[k], "spread": self.spreads.get(k, 0.0)}
-                            for k in sorted(self.kernels)}}
+                "threads": self.threads, "tolerance": self.tolerance, "method": self.method,
+                "copies": COPIES,
+                "kernels": {k: {"ms": self.kernels[k], "alone_ms": self.alone.get(k),
+                                "spread": self.spreads.get(k, 0.0)}
+                            for k in sorted(self.kernels)},
+                "calibrations": {k: c.as_dict() for k, c in sorted(self.calibrations.items())},
+                "calibration": chosen}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyTable:
-        """The table :meth:`as_dict` wrote.
+        """The table :meth:`as_dict` wrote (or poolnas' first format, read as ``alone``).
 
         Raises:
             PoolnasError: Not a poolnas latency table.
         """
         try:
-            if data.get("format") != _FORMAT:
-                raise ValueError(f"format {data.get('format')!r}")
+            version = data.get("format")
+            if version not in (1, _FORMAT):
+                raise ValueError(f"format {version!r}")
+            kernels = {k: float(v["ms"]) for k, v in data["kernels"].items()}
+            alone = {k: float(v["ms"] if v.get("alone_ms") is None else v["alone_ms"])
+                     for k, v in data["kernels"].items()}
+            calibrations = {k: Calibration.from_dict(v)
+                            for k, v in (data.get("calibrations") or {}).items()}
             return cls(data["runtime"], int(data["batch_size"]), int(data["threads"]),
                        float(data["tolerance"]), str(data["machine"]),
-                       str(data.get("runtime_version", "")),
-                       {k: float(v["ms"]) for k, v in data["kernels"].items()},
-                       {k: float(v["spread"]) for k, v in data["kernels"].items()})
+                       str(data.get("runtime_version", "")), kernels,
+                       {k: float(v["spread"]) for k, v in data["kernels"].items()}, alone,
+                       calibrations, calibrations.get(data.get("calibration") or ""),
+                       "alone" if version == 1 else str(data.get("method", "in_graph")))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise PoolnasError(f"not a poolnas latency table ({error})") from None
 
@@ -604,16 +756,19 @@ class LatencyTable:
 
 
 def measure_table(kernels: Iterable[Kernel], runtime: str = "keras", *, batch_size: int = 1,
-                  threads: int = 1, warmup: int = 5, runs: int = 20, repeats: int = 3,
+                  threads: int = 1, warmup: int = 10, runs: int = 100, repeats: int = 3,
                   tolerance: float = DEFAULT_TOLERANCE, retries: int = 2,
                   table: LatencyTable | None = None,
                   progress: Callable[[int, int], None] | None = None) -> LatencyTable:
     """Measure every kernel of ``kernels`` missing from ``table`` (and the overhead kernel).
 
-    All kernels are built first; then ``repeats`` rounds each time every kernel (``warmup``
-    untimed calls, then ``runs`` timed ones, the median kept), so a drift of the machine shows
-    as a disagreement between rounds. A kernel whose round medians disagree by more than
-    ``tolerance`` is measured again, up to ``retries`` times.
+    Each kernel is built twice: alone, and as :data:`COPIES` independent copies in one model
+    (own inputs, weights and outputs, so no graph optimisation merges them); the difference is
+    its time inside a graph, free of the call's fixed cost. All models are built first; then
+    ``repeats`` rounds each time every model (``warmup`` untimed calls, then ``runs`` timed
+    ones, the median kept), so a drift of the machine shows as a disagreement between rounds. A
+    kernel whose round medians disagree by more than ``tolerance`` is measured again, up to
+    ``retries`` times.
 
     Returns:
         ``table`` (or a new one) with the kernels added.
@@ -621,7 +776,8 @@ def measure_table(kernels: Iterable[Kernel], runtime: str = "keras", *, batch_si
     Raises:
         UnstableLatency: A kernel still disagrees after the retries (nothing of this call is
             stored in ``table``).
-        PoolnasError: Unknown runtime, batch size under 1, or a kernel TFLite cannot convert.
+        PoolnasError: Unknown runtime, batch size under 1, a kernel TFLite cannot convert, or a
+            table of poolnas' first format (kernels timed alone only: measure a new one).
     """
     check_runtime(runtime)
     _check_batch(batch_size)
@@ -634,34 +790,38 @@ def measure_table(kernels: Iterable[Kernel], runtime: str = "keras", *, batch_si
     todo = table.missing(kernels)
     if not todo:
         return table
+    if table.method != "in_graph":
+        raise PoolnasError("the latency table is of poolnas' first format (kernels timed alone); "
+                           "measure a new one")
     if runtime == "keras":
         pin_threads(threads)
     calls = {}
     for i, kernel in enumerate(todo):
-        calls[kernel.key] = model_runner(kernel.model(f"kernel{i}"), runtime,
-                                         batch_size=batch_size, threads=threads)
+        calls[kernel.key] = tuple(
+            model_runner(kernel.model(f"kernel{i}x{n}", copies=n), runtime,
+                         batch_size=batch_size, threads=threads) for n in (1, COPIES))
         if progress is not None:
             progress(i + 1, 2 * len(todo))
     staged = LatencyTable(runtime, batch_size, threads, tolerance, table.machine,
                           table.runtime_version)
     pending = list(calls)
     for attempt in range(retries + 1):
-        medians: dict[str, list[float]] = {key: [] for key in pending}
+        medians: dict[str, tuple[list[float], list[float]]] = {
+            key: ([], []) for key in pending}
         for _ in range(repeats):
             for key in pending:
-                call = calls[key]
-                for _ in range(warmup):
-                    call()
-                medians[key].append(statistics.median(_series(call, runs)))
+                for call, series in zip(calls[key], medians[key]):
+                    for _ in range(warmup):
+                        call()
+                    series.append(statistics.median(_series(call, runs)))
         unstable = []
         for key in pending:
             try:
-                staged.record(key, medians[key])
-            except UnstableLatency as error:
+                staged.record(key, *medians[key], copies=COPIES)
+            except UnstableLatency:
                 if attempt == retries:
                     raise
                 unstable.append(key)
-                del error
         if progress is not None:
             progress(2 * len(todo) - len(unstable), 2 * len(todo))
         pending = unstable
@@ -669,14 +829,87 @@ def measure_table(kernels: Iterable[Kernel], runtime: str = "keras", *, batch_si
             break
     table.kernels.update(staged.kernels)
     table.spreads.update(staged.spreads)
+    table.alone.update(staged.alone)
     return table
+
+
+def _sample(space: SearchSpace, count: int, seed: int) -> list[Architecture]:
+    """``count`` distinct architectures of ``space`` drawn at random (all if it has fewer)."""
+    if space.size <= count:
+        return list(space)
+    rng = random.Random(seed)
+    parameters = space.parameters()
+    found: dict[str, Architecture] = {}
+    for _ in range(50 * count):
+        arch = space.architecture({n: rng.choice(v) for n, v in parameters.items()})
+        found.setdefault(arch.key, arch)
+        if len(found) == count:
+            break
+    return list(found.values())
+
+
+def calibrate(table: LatencyTable, space: SearchSpace, input_shape: Sequence[int],
+              num_classes: int, *, input_scale: float = 1.0, input_offset: float = 0.0,
+              architectures: int = CALIBRATION_ARCHITECTURES, seed: int = 0, warmup: int = 10,
+              runs: int = 100, repeats: int = 3, retries: int = 2) -> Calibration:
+    """Fit ``table``'s calibration for ``space`` on this input: ``architectures`` random
+    architectures of the space are built and measured whole (:func:`measure_stable`), and
+    ``measured ≈ intercept + slope × kernel sum`` is fitted by Theil-Sen (the median of pairwise
+    slopes; with fewer than 3 distinct sums, the slope is 1 and the intercept the median
+    difference). Stored in ``table.calibrations``.
+
+    Raises:
+        UnstableLatency: A whole model's repeat medians still disagree by more than the table's
+            tolerance after ``retries`` more measurements (nothing stored).
+        PoolnasError: A kernel of the space is not in the table.
+    """
+    import numpy as np
+
+    from poolnas.spaces import build_model
+
+    scaling = {"input_scale": input_scale, "input_offset": input_offset}
+    kernels = space_kernels(space, input_shape, num_classes, **scaling)
+    if table.missing(kernels):
+        raise PoolnasError("measure the space's kernels before calibrating the table")
+    if table.runtime == "keras":
+        pin_threads(table.threads)
+    sums, measured = [], []
+    for arch in _sample(space, architectures, seed):
+        model = build_model(arch, tuple(input_shape), num_classes, **scaling)
+        timing = measure_stable(model, table.runtime, batch_size=table.batch_size,
+                                threads=table.threads, warmup=warmup, runs=runs,
+                                repeats=repeats, retries=retries)
+        if timing.spread > table.tolerance:
+            raise UnstableLatency(
+                f"architecture {arch.key}: repeat medians "
+                f"{', '.join(f'{v:.4f}' for v in timing.repeat_medians_ms)} ms disagree by "
+                f"{timing.spread:.0%} (tolerance {table.tolerance:.0%}); measure again on a "
+                "quieter machine or with a larger tolerance (--latency-tolerance)")
+        sums.append(table.kernel_sum(architecture_kernels(arch, input_shape, num_classes,
+                                                          **scaling)))
+        measured.append(timing.median_ms)
+    x, y = np.asarray(sums), np.asarray(measured)
+    slope = 0.0
+    if len(set(np.round(x, 9))) >= 3:
+        # Theil-Sen: one architecture measured during a burst of other work moves a least-
+        # squares line; the median of pairwise slopes does not notice it.
+        from scipy.stats import theilslopes
+
+        slope, intercept = (float(v) for v in theilslopes(y, x)[:2])
+    if slope <= 0:
+        slope, intercept = 1.0, float(np.median(y - x))
+    errors = np.abs((intercept + slope * x) / y - 1)
+    calibration = Calibration(float(intercept), float(slope), len(y), float(np.median(errors)))
+    table.calibrations[kernel_set_key(kernels)] = calibration
+    return calibration
 
 
 def cached_table(kernels: Iterable[Kernel], runtime: str = "keras", *, batch_size: int = 1,
                  threads: int = 1, path: str | os.PathLike | None = None,
                  **measure: Any) -> LatencyTable:
     """The machine's cached table for ``runtime``, with any kernel of ``kernels`` it lacks
-    measured and the file updated (:func:`default_table_path` unless ``path``).
+    measured and the file updated (:func:`default_table_path` unless ``path``). A cache file of
+    poolnas' first format is measured anew.
 
     ``measure`` goes to :func:`measure_table` (``warmup``, ``runs``, ``repeats``,
     ``tolerance``, ``retries``, ``progress``).
@@ -685,9 +918,11 @@ def cached_table(kernels: Iterable[Kernel], runtime: str = "keras", *, batch_siz
     path = Path(path) if path is not None else default_table_path(
         runtime, batch_size=batch_size, threads=threads)
     table = LatencyTable.load(path) if path.exists() else None
+    if table is not None and table.method != "in_graph":
+        table = None
     if table is not None and table.missing(kernels):
         table.tolerance = float(measure.get("tolerance", table.tolerance))
-    before = 0 if table is None else len(table.kernels)
+    before = None if table is None else len(table.kernels)
     table = measure_table(kernels, runtime, batch_size=batch_size, threads=threads,
                           table=table, **measure)
     if len(table.kernels) != before:
@@ -695,11 +930,40 @@ def cached_table(kernels: Iterable[Kernel], runtime: str = "keras", *, batch_siz
     return table
 
 
-class LatencyModel:
-    """Predicted latency (ms) of architectures on one input, from a :class:`LatencyTable`.
+def space_table(space: SearchSpace, input_shape: Sequence[int], num_classes: int,
+                runtime: str = "keras", *, input_scale: float = 1.0, input_offset: float = 0.0,
+                batch_size: int = 1, threads: int = 1, path: str | os.PathLike | None = None,
+                architectures: int = CALIBRATION_ARCHITECTURES, extra: Iterable[Kernel] = (),
+                **measure: Any) -> LatencyTable:
+    """The machine's table for ``space`` on this input, calibrated: the cached kernels, any
+    missing ones (and ``extra``) measured, the space's :class:`Calibration` fitted if the cache
+    has none, and the file updated. Returns the space's :meth:`~LatencyTable.subset`, which
+    carries its calibration.
 
-    Each part of an architecture (stem stage, point, head) is summed once per (choices, input
-    shape) and remembered, so predicting a whole space costs little more than its FLOPs.
+    ``measure`` goes to :func:`measure_table` (``warmup``, ``runs``, ``repeats``,
+    ``tolerance``, ``retries``, ``progress``).
+    """
+    scaling = {"input_scale": input_scale, "input_offset": input_offset}
+    kernels = space_kernels(space, input_shape, num_classes, **scaling)
+    path = Path(path) if path is not None else default_table_path(
+        runtime, batch_size=batch_size, threads=threads)
+    table = cached_table([*kernels, *extra], runtime, batch_size=batch_size, threads=threads,
+                         path=path, **measure)
+    if kernel_set_key(kernels) not in table.calibrations:
+        timing = {k: measure[k] for k in ("warmup", "runs", "repeats", "retries") if k in measure}
+        calibrate(table, space, input_shape, num_classes, architectures=architectures,
+                  **scaling, **timing)
+        table.save(path)
+    return table.subset(kernels)
+
+
+class LatencyModel:
+    """Predicted latency (ms) of architectures on one input, from a :class:`LatencyTable`
+    (calibrated when the table carries its space's calibration: :func:`space_table`).
+
+    Each part of an architecture (stem stage, point, head) has its kernel sum computed once per
+    (choices, input shape) and remembered, so predicting a whole space costs little more than
+    its FLOPs.
 
     Args:
         table: The kernel table.
@@ -717,12 +981,12 @@ class LatencyModel:
         self.input_scale = float(input_scale)
         self.input_offset = float(input_offset)
         self._parts: dict[tuple[Kernel, ...], float] = {}
-        self._overhead = table.overhead_ms
+        table.overhead_ms  # noqa: B018 - a table without the overhead kernel fails here
 
     def _part(self, kernels: tuple[Kernel, ...]) -> float:
         ms = self._parts.get(kernels)
         if ms is None:
-            ms = self._parts[kernels] = self.table.predict(kernels) - self._overhead
+            ms = self._parts[kernels] = self.table.kernel_sum(kernels)
         return ms
 
     def __call__(self, arch: Architecture) -> float:
@@ -733,4 +997,4 @@ class LatencyModel:
         """
         parts = _parts(arch, self.input_shape, self.num_classes, self.input_scale,
                        self.input_offset)
-        return self._overhead + sum(self._part(p) for p in parts)
+        return self.table.from_sum(sum(self._part(p) for p in parts))

@@ -36,6 +36,7 @@ from poolnas.evaluators import (
     DEFAULT_TOLERANCE,
     RUNTIMES,
     Budget,
+    LatencyTable,
     architecture_kernels,
     cached_table,
     check_runtime,
@@ -43,12 +44,12 @@ from poolnas.evaluators import (
     default_table_path,
     keras_home,
     machine_name,
-    measure_model,
+    measure_stable,
     pin_threads,
     point_costs,
     profiler_flops,
     runtime_description,
-    space_kernels,
+    space_table,
 )
 from poolnas.search._accuracy_model import fit_accuracy_model
 from poolnas.search._config import DEFAULT_STORAGE, SearchConfig
@@ -353,10 +354,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "LiteRT's interpreter)")
     latency.add_argument("--threads", type=_positive_int, default=1,
                          help="threads the runtime may use (default: 1)")
-    latency.add_argument("--runs", type=_positive_int, default=50,
-                         help="timed calls per repeat (default: 50)")
+    latency.add_argument("--runs", type=_positive_int, default=100,
+                         help="timed calls per repeat, of the model and of any kernel or "
+                         "calibration model measured into the table (default: 100)")
     latency.add_argument("--repeats", type=_positive_int, default=3,
-                         help="repeats of the timed series (default: 3)")
+                         help="repeats of the timed series (default: 3); a measurement whose "
+                         "repeat medians disagree by more than 10%% is taken again, up to "
+                         "twice, and the most stable one kept")
     latency.add_argument("--warmup", type=_non_negative_int, default=10,
                          help="untimed calls first (default: 10)")
     latency.add_argument("--latency-tolerance", type=_positive_float, default=DEFAULT_TOLERANCE,
@@ -364,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "by more than this share (default: 0.25)")
     latency.add_argument("--space", default=None,
                          help="also measure every kernel of this space (preset or file) into "
-                         "the table, for searches with --cost latency")
+                         "the table and calibrate it on 20 of the space's architectures, for "
+                         "searches with --cost latency")
     latency.add_argument("--latency-table", default=None,
                          help="the kernel table file to use and fill (default: this machine's "
                          "cache file)")
@@ -722,8 +727,8 @@ def _cmd_latency(args: argparse.Namespace) -> int:
         cost = count_cost(model)
     except PoolnasError:
         cost = None  # A file with layers outside poolnas' FLOPs convention.
-    timing = measure_model(model, runtime, batch_size=args.batch_size, threads=args.threads,
-                           warmup=args.warmup, runs=args.runs, repeats=args.repeats)
+    timing = measure_stable(model, runtime, batch_size=args.batch_size, threads=args.threads,
+                            warmup=args.warmup, runs=args.runs, repeats=args.repeats)
     result: dict[str, Any] = {
         "architecture": args.key if arch is None else arch.key,
         "input_shape": [int(d) for d in model.inputs[0].shape[1:]],
@@ -736,17 +741,23 @@ def _cmd_latency(args: argparse.Namespace) -> int:
     if not args.no_predict and arch is not None:
         scaling = {"input_scale": args.input_scale, "input_offset": args.input_offset}
         kernels = architecture_kernels(arch, args.input_shape, args.classes, **scaling)
-        wanted = list(kernels)
-        if args.space is not None:
-            wanted += space_kernels(SearchSpace.resolve(args.space), args.input_shape,
-                                    args.classes, **scaling)
         path = args.latency_table or default_table_path(runtime, batch_size=args.batch_size,
                                                         threads=args.threads)
-        table = cached_table(wanted, runtime, batch_size=args.batch_size, threads=args.threads,
-                             tolerance=args.latency_tolerance, path=path)
+        shared = {"batch_size": args.batch_size, "threads": args.threads, "path": path,
+                  "tolerance": args.latency_tolerance, "warmup": args.warmup,
+                  "runs": args.runs, "repeats": args.repeats}
+        if args.space is not None:
+            table = space_table(SearchSpace.resolve(args.space), args.input_shape, args.classes,
+                                runtime, extra=kernels, **scaling, **shared)
+            if table.missing(kernels):  # KEY is not of that space: its kernels, uncalibrated
+                table = LatencyTable.load(path)
+        else:
+            table = cached_table(kernels, runtime, **shared)
         predicted = table.predict(kernels)
+        calibration = table.calibration
         result.update(predicted_ms=predicted, kernels=len(kernels), table=str(path),
-                      table_kernels=len(table.kernels), table_max_spread=table.max_spread)
+                      table_kernels=len(table.kernels), table_max_spread=table.max_spread,
+                      calibration=None if calibration is None else calibration.as_dict())
     if args.format == "json":
         print(json.dumps(result, indent=2))
         return 0
@@ -761,8 +772,12 @@ def _cmd_latency(args: argparse.Namespace) -> int:
              else ""))
     if "predicted_ms" in result:
         error = result["predicted_ms"] / timing.median_ms - 1
+        calibration = result["calibration"]
+        how = ("uncalibrated: --space SPACE calibrates it on the space's architectures"
+               if calibration is None else
+               f"calibrated on {calibration['architectures']} architectures of the space")
         print(f"  predicted {result['predicted_ms']:.4f} ms from {result['kernels']} kernels "
-              f"({error:+.1%} vs measured; table {result['table']})")
+              f"({error:+.1%} vs measured; {how}; table {result['table']})")
     if cost is not None:
         print(f"  FLOPs     {cost.flops:,} ({flops_text(cost.flops)})")
     return 0

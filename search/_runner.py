@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from poolnas.evaluators import (
+    CALIBRATION_ARCHITECTURES,
     LatencyTable,
     TrainingState,
-    cached_table,
     evaluate_architecture,
     evaluate_architectures,
     load_dataset,
     space_kernels,
+    space_table,
 )
 from poolnas.search._config import SearchConfig
 from poolnas.search._costs import CostModel
@@ -215,23 +216,26 @@ class SearchRunner:
         stored = stored_settings(self.handle, config.study)
         if stored is not None and "latency_table" in stored:
             return LatencyTable.from_dict(stored["latency_table"])
-        kernels = space_kernels(config.space, self.data.input_shape, self.data.num_classes,
-                                input_scale=self.data.input_scale,
-                                input_offset=self.data.input_offset)
+        shape, classes = self.data.input_shape, self.data.num_classes
+        scaling = {"input_scale": self.data.input_scale, "input_offset": self.data.input_offset}
+        kernels = space_kernels(config.space, shape, classes, **scaling)
         if config.latency_table is not None:
             table = LatencyTable.load(config.latency_table)
             missing = table.missing(kernels)
-            if missing:
+            chosen = table.subset(kernels)
+            if missing or chosen.calibration is None:
+                what = (f"{len(missing)} kernels of the space (e.g. {missing[0].key})" if missing
+                        else "the space's calibration")
                 raise PoolnasError(
-                    f"latency table {config.latency_table} lacks {len(missing)} kernels of the "
-                    f"space (e.g. {missing[0].key}); fill it where it was measured with "
-                    "`poolnas latency KEY --space SPACE --latency-table FILE` and the data's "
-                    "--input-shape, --classes and --input-scale")
-            return table
-        with announce_if_slow(f"measuring the latency of {len(kernels)} kernels "
+                    f"latency table {config.latency_table} lacks {what}; fill it where it was "
+                    "measured with `poolnas latency KEY --space SPACE --latency-table FILE` and "
+                    "the data's --input-shape, --classes and --input-scale")
+            return chosen
+        with announce_if_slow(f"measuring the latency of {len(kernels)} kernels and calibrating "
+                              f"on {CALIBRATION_ARCHITECTURES} architectures "
                               f"({config.latency_runtime}, 1 thread)", announce):
-            return cached_table(kernels, config.latency_runtime,
-                                tolerance=config.latency_tolerance)
+            return space_table(config.space, shape, classes, config.latency_runtime,
+                               tolerance=config.latency_tolerance, **scaling)
 
     def _artifacts_recorded(self) -> str | None:
         """Where this study's models go, as its settings record it (absolute; None: nowhere)."""

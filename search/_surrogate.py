@@ -322,9 +322,9 @@ class ParetoSurrogateSampler(BaseSampler):
         else:
             repeatable = (set() if not self._reevaluate else
                           {i for i in observed if self._allowed[i] and i not in self._busy})
-            choice = self._acquire(untried,
-                                   self._with_pending(self._with_lower_fidelity(observed)),
-                                   rng, repeatable=repeatable)
+            observed, extra = self._with_lower_fidelity(observed)
+            choice = self._acquire(untried, self._with_pending(observed, extra), rng,
+                                   extra=extra, repeatable=repeatable)
             if choice < 0:
                 choice = -1 - choice
                 # A re-evaluation: the recorder trains it again (another seed) instead of
@@ -374,7 +374,6 @@ class ParetoSurrogateSampler(BaseSampler):
         self._first: dict[int, int] = {}
         self._busy: set[int] = set()
         self._lower: dict[int, tuple[int, float]] = {}
-        self._extra: dict[int, list[float]] = {}
         self._rung_pairs: dict[int, list[tuple[float, float]]] = {}
         seeds = []
         for t in study.get_trials(deepcopy=False):
@@ -430,8 +429,13 @@ class ParetoSurrogateSampler(BaseSampler):
         (over the complete trials that passed both), with the variance of that gap as the
         value's extra variance: the sampler learns from every fidelity (a per-rung
         correction), and a rung whose gap is not measured yet (fewer than 3 pairs) is not
-        used. Sets ``_extra`` (index -> extra variance per value) for :meth:`fit`."""
-        self._extra = {}
+        used.
+
+        Returns:
+            ``(observed, extra)``: the values, and index -> extra variance per value for the
+            lower-fidelity ones (:meth:`fit`).
+        """
+        extra: dict[int, list[float]] = {}
         correction = {}
         for rung, pairs in self._rung_pairs.items():
             if len(pairs) >= 3:
@@ -443,8 +447,8 @@ class ParetoSurrogateSampler(BaseSampler):
                 continue
             shift, var = correction[rung]
             out[index] = [value + shift]
-            self._extra[index] = [var]
-        return out
+            extra[index] = [var]
+        return out, extra
 
     def _startup(self, untried, observed, blocked, rng) -> int:
         tried = len(observed) + len(blocked)
@@ -463,18 +467,19 @@ class ParetoSurrogateSampler(BaseSampler):
         best = untried_arr[score == score.min()]
         return int(best[rng.integers(len(best))])
 
-    def fit(self, observed) -> AccuracyModel:
-        """The accuracy model conditioned on ``observed`` (index -> accuracies; the values of
-        a lower fidelity, :meth:`_with_lower_fidelity`, with their extra variance)."""
+    def fit(self, observed, extra=None) -> AccuracyModel:
+        """The accuracy model conditioned on ``observed`` (index -> accuracies), a value of
+        ``extra`` (index -> variance per value: a lower fidelity's, :meth:`_with_lower_fidelity`)
+        weighing less than a training at the top fidelity."""
         index = sorted(observed)
-        extra = getattr(self, "_extra", {})
+        extra = extra or {}
         model = AccuracyModel(self._params, interactions=self._interactions,
                               components=SAMPLER_COMPONENTS)
         return model.fit(Observations.of(
             [self._candidates[i] for i in index], [observed[i] for i in index],
             [extra.get(i, [0.0] * len(observed[i])) for i in index]))
 
-    def _with_pending(self, observed):
+    def _with_pending(self, observed, extra=None):
         """``observed`` plus the architectures being trained now (other workers, or the
         earlier candidates of a batch asked together), each *believed* at its posterior mean
         (the "kriging believer" of Ginsbourger, Le Riche and Carraro, 2010): the front they
@@ -484,14 +489,15 @@ class ParetoSurrogateSampler(BaseSampler):
         pending = sorted(i for i in self._busy if i not in observed)
         if not pending or len(observed) < 2:
             return observed
-        mean, _ = self.fit(observed).predict(self._codes[pending])
+        mean, _ = self.fit(observed, extra).predict(self._codes[pending])
         return {**observed, **{i: [float(m)] for i, m in zip(pending, mean)}}
 
-    def _acquire(self, untried, observed, rng, *, repeatable=()) -> int:
+    def _acquire(self, untried, observed, rng, *, extra=None, repeatable=()) -> int:
         """The next candidate: the best untried one by EHVI, or (``repeatable``: trained
         indices that may be trained again) a trained one, where another training of it is
-        worth more (module docstring, "Re-evaluation"). A repeat is returned as ``-1 - i``."""
-        model = self.fit(observed)
+        worth more (module docstring, "Re-evaluation"). A repeat is returned as ``-1 - i``.
+        ``extra``: the extra variance of lower-fidelity values (:meth:`fit`)."""
+        model = self.fit(observed, extra)
         trained = sorted(observed)
         t_mu, _ = model.predict(self._codes[trained])
         t_flops = self._flops[trained]

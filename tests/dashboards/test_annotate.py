@@ -43,6 +43,8 @@ def test_note_has_the_words_and_a_row_per_point_with_its_flops() -> None:
     from poolnas.dashboards._analysis import flops_text
 
     assert rows[-1] == f"| **total** | | | | | **{flops_text(total)}** |"
+    assert "latency" not in note  # a FLOPs study's note has no latency
+    assert "Predicted latency: **0.3412 ms**" in trial_note(arch, costs, latency_ms=0.34123)
 
 
 def test_picture_is_a_png() -> None:

@@ -12,6 +12,7 @@ from poolnas.search._cli import main
 from poolnas.search._trial_attrs import TrialAttrs
 
 KEY = "conv3:4x1/max+projection:8x1"
+DEFAULT_KEY = "conv3:16x1/max+none:32x1/avg+projection:64x1/conv+none:128x1"  # of `default`
 TINY = ["--epochs", "1", "--batch-size", "128"]
 
 
@@ -63,10 +64,12 @@ def test_latency_reports_median_iqr_threads_and_prediction(capsys, runtime):
 def test_search_with_latency_cost_stores_latency_ms_end_to_end(capsys, tmp_path):
     # The deployment-device workflow: fill a table file for the space there, search here.
     table = tmp_path / "device.json"
-    assert main(["latency", KEY, "--space", "default", "--latency-table", str(table),
+    assert main(["latency", DEFAULT_KEY, "--space", "default", "--latency-table", str(table),
                  "--runs", "2", "--repeats", "2", "--warmup", "1", "--latency-tolerance", "100",
                  "--runtime", "tflite", "--input-scale", "0.0625", "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out)["table_kernels"] > 30
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["table_kernels"] > 30
+    assert measured["calibration"]["architectures"] == 20  # calibrated on the space
     storage = f"sqlite:///{tmp_path / 'lat.db'}"
     # A table that lacks kernels of the space is refused before anything is written.
     assert main(["search", "--storage", storage, "--study", "cat", "--cost", "latency",
@@ -80,6 +83,7 @@ def test_search_with_latency_cost_stores_latency_ms_end_to_end(capsys, tmp_path)
     settings = settings_of(study)
     assert settings["cost"] == "latency" and "latency_table" in settings
     assert settings["latency_table"]["runtime"] == "tflite"
+    assert settings["latency_table"]["calibration"] is not None  # the space's, stored with it
     costs = CostModel.of_settings(settings)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 2
@@ -104,7 +108,7 @@ def test_search_with_latency_cost_stores_latency_ms_end_to_end(capsys, tmp_path)
     assert main(["report", "--storage", storage, "--study", "lat", "--out",
                  str(tmp_path / "report")]) == 0
     page = (tmp_path / "report" / "report.html").read_text()
-    assert "latency ms" in page and "predicted latency" in page
+    assert "latency ms" in page and "predicted latency" in page and "calibrated on 20" in page
     capsys.readouterr()
     # Resuming with another cost is refused, naming the option.
     assert main([*argv[:5], "--cost", "flops", "--trials", "3", *TINY]) == 2
@@ -114,3 +118,18 @@ def test_search_with_latency_cost_stores_latency_ms_end_to_end(capsys, tmp_path)
 def test_max_latency_needs_latency_cost(capsys):
     assert main(["search", "--max-latency", "1", "--trials", "1"]) == 2
     assert "--max-latency is a budget of --cost latency" in _one_error_line(capsys)
+
+
+def test_a_table_without_the_spaces_calibration_is_refused(capsys, tmp_path):
+    from poolnas.evaluators import cached_table, space_kernels
+    from poolnas.spaces import default_space
+
+    table = tmp_path / "kernels-only.json"
+    cached_table(space_kernels(default_space(), (8, 8, 1), 10, input_scale=0.0625), "tflite",
+                 path=table, warmup=1, runs=2, repeats=2, tolerance=100.0)
+    storage = f"sqlite:///{tmp_path / 'lat.db'}"
+    assert main(["search", "--storage", storage, "--study", "lat", "--cost", "latency",
+                 "--space", "default", "--trials", "1", "--latency-table", str(table),
+                 *TINY]) == 2
+    assert "lacks the space's calibration" in _one_error_line(capsys)
+    assert not (tmp_path / "lat.db").exists() or not optuna.get_all_study_names(storage)

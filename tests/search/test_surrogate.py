@@ -414,9 +414,14 @@ def test_a_multi_fidelity_search_learns_from_its_lower_rungs():
     observed, blocked = sampler._history(study, number=-1)
     assert sorted(observed) == sorted(sampler._index[a.key] for a in archs[:3])
     assert sampler._index[archs[3].key] in blocked
-    believed = sampler._with_lower_fidelity(observed)
+    believed, extra = sampler._with_lower_fidelity(observed)
     third = sampler._index[archs[3].key]
     assert set(believed) - set(observed) == {third}
     assert believed[third] == [pytest.approx(0.7 + 0.12)]
-    assert sampler._extra[third] == [pytest.approx(np.var(gaps, ddof=1), rel=1e-3)]
-    sampler.fit(believed)  # the extra variance reaches the model
+    assert extra == {third: [pytest.approx(np.var(gaps, ddof=1), rel=1e-3)]}
+    # The extra variance reaches the model: the stopped architecture stays less certain than
+    # if its corrected value had been a training at the top fidelity.
+    code = sampler._codes[[third]]
+    _, sd_lower = sampler.fit(believed, extra).predict(code)
+    _, sd_top = sampler.fit(believed).predict(code)
+    assert sd_lower[0] > sd_top[0]
