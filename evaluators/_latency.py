@@ -854,9 +854,10 @@ def calibrate(table: LatencyTable, space: SearchSpace, input_shape: Sequence[int
               runs: int = 100, repeats: int = 3, retries: int = 2) -> Calibration:
     """Fit ``table``'s calibration for ``space`` on this input: ``architectures`` random
     architectures of the space are built and measured whole (:func:`measure_stable`), and
-    ``measured ≈ intercept + slope × kernel sum`` is fitted by Theil-Sen (the median of pairwise
-    slopes; with fewer than 3 distinct sums, the slope is 1 and the intercept the median
-    difference). Stored in ``table.calibrations``.
+    ``measured ≈ intercept + slope × kernel sum`` is fitted by Theil-Sen in relative terms (the
+    median of pairwise slopes of measured / uncalibrated against 1 / uncalibrated; with fewer
+    than 3 distinct sums, the slope is 1 and the intercept the median difference). Stored in
+    ``table.calibrations``.
 
     Raises:
         UnstableLatency: A whole model's repeat medians still disagree by more than the table's
@@ -891,11 +892,15 @@ def calibrate(table: LatencyTable, space: SearchSpace, input_shape: Sequence[int
     x, y = np.asarray(sums), np.asarray(measured)
     slope = 0.0
     if len(set(np.round(x, 9))) >= 3:
-        # Theil-Sen: one architecture measured during a burst of other work moves a least-
-        # squares line; the median of pairwise slopes does not notice it.
+        # Fitted in relative terms, as it is judged: with s = overhead + x (the uncalibrated
+        # prediction), y / s = slope + a / s, by Theil-Sen (the median of pairwise slopes: one
+        # architecture measured during a burst of other work does not move it, and a space
+        # whose latencies span a factor of 8 is not fitted to its slowest members only).
         from scipy.stats import theilslopes
 
-        slope, intercept = (float(v) for v in theilslopes(y, x)[:2])
+        s = table.overhead_ms + x
+        shift, slope = (float(v) for v in theilslopes(y / s, 1.0 / s)[:2])
+        intercept = shift + slope * table.overhead_ms
     if slope <= 0:
         slope, intercept = 1.0, float(np.median(y - x))
     errors = np.abs((intercept + slope * x) / y - 1)
@@ -934,19 +939,31 @@ def space_table(space: SearchSpace, input_shape: Sequence[int], num_classes: int
                 runtime: str = "keras", *, input_scale: float = 1.0, input_offset: float = 0.0,
                 batch_size: int = 1, threads: int = 1, path: str | os.PathLike | None = None,
                 architectures: int = CALIBRATION_ARCHITECTURES, extra: Iterable[Kernel] = (),
-                **measure: Any) -> LatencyTable:
+                announce: Callable[[str], None] | None = None, **measure: Any) -> LatencyTable:
     """The machine's table for ``space`` on this input, calibrated: the cached kernels, any
     missing ones (and ``extra``) measured, the space's :class:`Calibration` fitted if the cache
     has none, and the file updated. Returns the space's :meth:`~LatencyTable.subset`, which
     carries its calibration.
 
     ``measure`` goes to :func:`measure_table` (``warmup``, ``runs``, ``repeats``,
-    ``tolerance``, ``retries``, ``progress``).
+    ``tolerance``, ``retries``, ``progress``); ``announce`` is told, before anything is
+    measured, what is about to be (it takes a minute or two, once per machine and space).
     """
     scaling = {"input_scale": input_scale, "input_offset": input_offset}
     kernels = space_kernels(space, input_shape, num_classes, **scaling)
     path = Path(path) if path is not None else default_table_path(
         runtime, batch_size=batch_size, threads=threads)
+    if announce is not None:
+        cached = LatencyTable.load(path) if path.exists() else None
+        if cached is not None and cached.method != "in_graph":
+            cached = None
+        missing = len((cached or LatencyTable(runtime)).missing([*kernels, *extra]))
+        calibrated = cached is not None and kernel_set_key(kernels) in cached.calibrations
+        if missing or not calibrated:
+            work = [f"{missing} kernels"] if missing else []
+            work += [] if calibrated else [f"calibrating on {architectures} architectures"]
+            announce(f"measuring {' and '.join(work)} of the space ({runtime}, {threads} "
+                     f"thread(s); once per machine, into {path})")
     table = cached_table([*kernels, *extra], runtime, batch_size=batch_size, threads=threads,
                          path=path, **measure)
     if kernel_set_key(kernels) not in table.calibrations:

@@ -467,6 +467,11 @@ def _say(what: str) -> None:
     print(f"poolnas: {what}", flush=True)
 
 
+def _say_aside(what: str) -> None:
+    """:func:`_say` on stderr, where stdout carries a result (``--format json``)."""
+    print(f"poolnas: {what}", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def _keras_home_as_it_was() -> Iterator[None]:
     """A search refused at start writes nothing: not even the ``keras.json`` (and its folder)
@@ -748,7 +753,8 @@ def _cmd_latency(args: argparse.Namespace) -> int:
                   "runs": args.runs, "repeats": args.repeats}
         if args.space is not None:
             table = space_table(SearchSpace.resolve(args.space), args.input_shape, args.classes,
-                                runtime, extra=kernels, **scaling, **shared)
+                                runtime, extra=kernels, announce=_say_aside, **scaling,
+                                **shared)
             if table.missing(kernels):  # KEY is not of that space: its kernels, uncalibrated
                 table = LatencyTable.load(path)
         else:
