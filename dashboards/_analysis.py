@@ -18,8 +18,8 @@ from __future__ import annotations
 import functools
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
@@ -186,6 +186,10 @@ class ChoiceAnalysis:
         points: How many downsampling points the architectures have.
         stats: The answer table: per point, per kind, per choice.
         comparisons: Every pair of choices with like-for-like pairs.
+        effects: The accuracy model's effect of each choice against the others.
+        model: The accuracy model of the study (None: too few trainings).
+        front_by: Per front member, why it is on the front: ``raw`` (the raw accuracies'
+            front), ``model`` (the model's front only) or ``both``.
     """
 
     candidates: tuple[Candidate, ...]
@@ -195,6 +199,7 @@ class ChoiceAnalysis:
     comparisons: tuple[PairedComparison, ...]
     effects: tuple[ChoiceEffect, ...] = ()
     model: StudyModel | None = None
+    front_by: Mapping[int, str] = field(default_factory=dict)
 
     def estimate(self, key: str) -> dict[str, Any]:
         """The accuracy model's ``accuracy_mean``, ``accuracy_sd``, ``p_front`` and
@@ -238,7 +243,7 @@ class ChoiceAnalysis:
             # The front's architectures under the accuracy model (the raw accuracies stay in
             # the trials): the same numbers as `poolnas front` and manifest.json.
             "front_models": [{"trial": c.number, "architecture": c.key, "accuracy": c.accuracy,
-                              **self.estimate(c.key)}
+                              "front_by": self.front_by.get(c.number), **self.estimate(c.key)}
                              for c in sorted((c for c in self.candidates if c.on_front),
                                              key=lambda c: self.front.index(c.number))],
             "summary": summarise(self),
@@ -374,7 +379,8 @@ def analyse_choices(trials: Iterable[FrozenTrial], *,
     """
     trials = list(trials)
     # The front poolnas reports: the raw front and the model's members it misses.
-    front = tuple(t.number for t, _ in reported_front(trials, model))
+    reported = reported_front(trials, model)
+    front = tuple(t.number for t, _ in reported)
     candidates = candidates_of(trials, front=front)
     front_set = set(front)
     points = max((len(c.architecture.points) for c in candidates),
@@ -434,7 +440,8 @@ def analyse_choices(trials: Iterable[FrozenTrial], *,
                 ))
     return ChoiceAnalysis(candidates=tuple(candidates), front=front, points=points,
                           stats=tuple(stats), comparisons=tuple(comparisons),
-                          effects=tuple(effects), model=model)
+                          effects=tuple(effects), model=model,
+                          front_by={t.number: on for t, on in reported})
 
 
 def study_space(study: optuna.Study) -> SearchSpace | None:

@@ -249,6 +249,11 @@ code{font-size:.8rem}h1 code{font-size:inherit}img{max-width:100%}
 """
 
 
+def _front_by(on: str | None) -> str:
+    """``raw``, ``model`` or ``raw+model`` (as ``poolnas front`` writes it)."""
+    return {"both": "raw+model", None: "yes"}.get(on, on)
+
+
 def _calibration_text(table: Mapping[str, Any]) -> str:
     """How a stored latency table turns kernel sums into ms, for the report's settings."""
     name = table.get("calibration")
@@ -328,6 +333,7 @@ def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: C
                            "-" if model["accuracy_mean"] is None else
                            f"{model['accuracy_mean']:.4f} ± {model['accuracy_sd']:.4f}",
                            "-" if model["p_front"] is None else f"{model['p_front']:.2f}",
+                           _front_by(analysis.front_by.get(number)),
                            flops_text(attrs.get(TrialAttrs.FLOPS, trial.values[1])),
                            _ms(attrs.get(TrialAttrs.LATENCY_MS)),
                            flops_text(attrs.get("macs")), attrs.get("params", "-"),
@@ -361,7 +367,7 @@ def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: C
             "-" if values is None or TrialAttrs.INFEASIBLE in t.user_attrs else f"{values[0]:.4f}",
             "-" if values is None else flops_text(t.user_attrs.get(TrialAttrs.FLOPS, values[1])),
             _ms(t.user_attrs.get(TrialAttrs.LATENCY_MS)),
-            "yes" if t.number in front_set else "",
+            _front_by(analysis.front_by.get(t.number)) if t.number in front_set else "",
             _trial_note(t),
             _Raw("<code>" + html.escape(str(t.user_attrs.get(TrialAttrs.ARCHITECTURE, "-")))
                  + "</code>"),
@@ -383,14 +389,15 @@ def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: C
 architectures of this study that differ only in that point's op (or only in its skip type).</p>
 <h2>Pareto front</h2>
 <img alt="Pareto front: accuracy against FLOPs" src="{_data_uri(pareto)}">
-{_table(["trial", "accuracy", "model mean ± sd", "p_front", "FLOPs", "latency ms", "MACs",
-         "params", "architecture"], front_rows)
+{_table(["trial", "accuracy", "model mean ± sd", "p_front", "front", "FLOPs", "latency ms",
+         "MACs", "params", "architecture"], front_rows)
  if front_rows else "<p>No complete feasible trial yet.</p>"}
 <p class="muted">accuracy: the trial's observed validation accuracy. model mean ± sd: the
 accuracy model's posterior mean and sd of the architecture's accuracy (every training of the
 study informs it); p_front: its probability of being Pareto-optimal. The same numbers as
 <code>poolnas front</code> and the export's manifest.json; the figure's bars are the model's 95 %
-intervals.</p>
+intervals. front: why it is shown — on the raw accuracies' front (raw), on the model's front
+where a seed kept it off the raw one (model), or both (raw+model).</p>
 <h2>Op and skip type at each downsampling point</h2>
 {_table([h for _, h in ANSWER_COLUMNS], [[r[k] for k, _ in ANSWER_COLUMNS] for r in answer])}
 <p class="muted">on front: front members that use the choice. trials, mean acc, mean FLOPs: the

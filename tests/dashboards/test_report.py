@@ -188,6 +188,11 @@ def test_report_answer_front_and_manifest_agree(known_study, tmp_path, capsys) -
         assert entry["accuracy_sd"] == pytest.approx(estimate.sd)
         assert entry["p_front"] == pytest.approx(estimate.p_front)
         assert f"{estimate.mean:.4f} ± {estimate.sd:.4f}" in page
+        # Why it is on the front: the same word as `poolnas front`'s front_by column.
+        assert entry["front_by"] == rows[entry["trial"]]["front_by"]
+        shown = re.escape({"both": "raw+model"}.get(entry["front_by"], entry["front_by"]))
+        assert re.search(rf"<tr><td>{entry['trial']}</td>(<td>[^<]*</td>){{3}}<td>{shown}</td>",
+                         page)
         row = rows[entry["trial"]]
         assert (row["accuracy_mean"], row["accuracy_sd"], row["p_front"]) == pytest.approx(
             (entry["accuracy_mean"], entry["accuracy_sd"], entry["p_front"]))
