@@ -65,7 +65,11 @@ from poolnas.search._pool import (
 from poolnas.search._runner import SearchRunner, announce_if_slow
 from poolnas.search._samplers import SAMPLERS
 from poolnas.search._settings import open_study
-from poolnas.search._signals import interrupt_on_signals, quiet_interrupted_trials
+from poolnas.search._signals import (
+    interrupt_on_signals,
+    quiet_interrupted_trials,
+    signal_arrived,
+)
 from poolnas.search._trial_attrs import TrialAttrs
 from poolnas.search.keras_tuner import TUNERS
 from poolnas.spaces import (
@@ -810,6 +814,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"poolnas: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("poolnas: interrupted; finished trials are saved (run the same command to resume)",
-              file=sys.stderr)
-        return 130
+        return _interrupted()
+    except Exception:
+        if not signal_arrived():
+            raise
+        return _interrupted()  # A library reported the interrupt as an error of its own.
+
+
+def _interrupted() -> int:
+    print("poolnas: interrupted; finished trials are saved (run the same command to resume)",
+          file=sys.stderr)
+    return 130

@@ -77,8 +77,22 @@ class GracefulStop:
         self._previous.clear()
 
 
+#: The signals :func:`interrupt_on_signals` turned into KeyboardInterrupt (see
+#: :func:`signal_arrived`).
+_ARRIVED: list[int] = []
+
+
 def _interrupt(signum: int, frame: Any) -> None:
+    _ARRIVED.append(signum)
     raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+def signal_arrived() -> bool:
+    """Whether SIGINT or SIGTERM arrived inside the last :func:`interrupt_on_signals`: its
+    KeyboardInterrupt may have landed in a library that reports it as an error of its own
+    (Keras, interrupted while importing ``optree``, says "you need to have `optree`
+    installed"), and that error is still the user's Ctrl-C."""
+    return bool(_ARRIVED)
 
 
 @contextlib.contextmanager
@@ -100,6 +114,7 @@ def interrupt_on_signals() -> contextlib.AbstractContextManager[None]:
     """While inside, SIGINT and SIGTERM raise :class:`KeyboardInterrupt` (SIGTERM would kill
     the process without a word): for the whole of a command, so that its first seconds, before
     a :class:`GracefulStop` takes over (which does not chain to this handler), are covered."""
+    _ARRIVED.clear()
     return handling_signals(_interrupt)
 
 

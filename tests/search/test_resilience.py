@@ -6,6 +6,7 @@ model of every complete trial in the artifact store."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -299,6 +300,34 @@ def test_sigterm_while_a_search_starts_leaves_nothing_behind(tmp_path: Path) -> 
     assert err.strip().splitlines() == [
         "poolnas: interrupted; finished trials are saved (run the same command to resume)"]
     assert sorted(p.name for p in work.iterdir()) == []
+
+
+def test_an_interrupt_a_library_reports_as_its_own_error_is_still_an_interrupt(
+        monkeypatch, capsys) -> None:
+    """Keras, interrupted while importing optree, raises "you need to have `optree` installed":
+    after a signal, that is still the user's Ctrl-C (one line, exit 130), never a traceback."""
+    from poolnas.search import _cli
+
+    def import_swallowing_the_interrupt(args):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # the handler raises KeyboardInterrupt here
+        except KeyboardInterrupt:
+            pass
+        raise ImportError("To use Keras, you need to have `optree` installed.")
+
+    monkeypatch.setitem(_cli._COMMANDS, "search", import_swallowing_the_interrupt)
+    assert _cli.main(["search"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "poolnas: interrupted; finished trials are saved (run the same command to resume)"]
+
+    def failing(args):
+        raise ImportError("a real one")
+
+    # Without a signal the same kind of error is not taken for one.
+    monkeypatch.setitem(_cli._COMMANDS, "search", failing)
+    with pytest.raises(ImportError, match="a real one"):
+        _cli.main(["search"])
 
 
 def _catches(pid: int, signum: int) -> bool:
