@@ -115,7 +115,7 @@ def accuracy_of_model(runtime, spaces, n, seed, timing, tolerance, folder, log):
                             tolerance=tolerance, **timing)
         table_seconds = time.perf_counter() - started
         calibrated = LatencyModel(table, INPUT, CLASSES, input_scale=SCALE)
-        bare = dataclasses.replace(table, calibration=None, calibrations={})
+        bare = dataclasses.replace(table, calibration_key=None)
         uncalibrated = LatencyModel(bare, INPUT, CLASSES, input_scale=SCALE)
         seen = {a.key for a in _sample(space, CALIBRATION_ARCHITECTURES, 0)}
         sample = [a for a in _sample(space, n + len(seen), seed + 1) if a.key not in seen][:n]

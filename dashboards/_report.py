@@ -33,7 +33,7 @@ from poolnas.dashboards._analysis import (
     summarise,
 )
 from poolnas.dashboards._diagram import architecture_png
-from poolnas.search import STUDY_ATTR, TrialAttrs, write_file_atomically
+from poolnas.search import STUDY_ATTR, TrialAttrs, front_by_text, write_file_atomically
 from poolnas.spaces import Architecture, PoolnasError
 
 if TYPE_CHECKING:
@@ -249,11 +249,6 @@ code{font-size:.8rem}h1 code{font-size:inherit}img{max-width:100%}
 """
 
 
-def _front_by(on: str | None) -> str:
-    """``raw``, ``model`` or ``raw+model`` (as ``poolnas front`` writes it)."""
-    return {"both": "raw+model", None: "yes"}.get(on, on)
-
-
 def _calibration_text(table: Mapping[str, Any]) -> str:
     """How a stored latency table turns kernel sums into ms, for the report's settings."""
     name = table.get("calibration")
@@ -333,7 +328,7 @@ def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: C
                            "-" if model["accuracy_mean"] is None else
                            f"{model['accuracy_mean']:.4f} ± {model['accuracy_sd']:.4f}",
                            "-" if model["p_front"] is None else f"{model['p_front']:.2f}",
-                           _front_by(analysis.front_by.get(number)),
+                           front_by_text(analysis.front_by[number]),
                            flops_text(attrs.get(TrialAttrs.FLOPS, trial.values[1])),
                            _ms(attrs.get(TrialAttrs.LATENCY_MS)),
                            flops_text(attrs.get("macs")), attrs.get("params", "-"),
@@ -367,7 +362,7 @@ def render_report(*, study_name: str, trials: Sequence[FrozenTrial], analysis: C
             "-" if values is None or TrialAttrs.INFEASIBLE in t.user_attrs else f"{values[0]:.4f}",
             "-" if values is None else flops_text(t.user_attrs.get(TrialAttrs.FLOPS, values[1])),
             _ms(t.user_attrs.get(TrialAttrs.LATENCY_MS)),
-            _front_by(analysis.front_by.get(t.number)) if t.number in front_set else "",
+            front_by_text(analysis.front_by[t.number]) if t.number in front_set else "",
             _trial_note(t),
             _Raw("<code>" + html.escape(str(t.user_attrs.get(TrialAttrs.ARCHITECTURE, "-")))
                  + "</code>"),

@@ -519,8 +519,8 @@ def kernel_set_key(kernels: Iterable[Kernel]) -> str:
 
 @dataclass(frozen=True)
 class Calibration:
-    """``measured ≈ intercept_ms + slope × kernel sum``, fitted by least squares on
-    ``architectures`` whole models of one space measured on this machine (:func:`calibrate`).
+    """``measured ≈ intercept_ms + slope × kernel sum``, fitted (:func:`calibrate`) on
+    ``architectures`` whole models of one space measured on this machine.
 
     What it corrects is what the kernels cannot see alone: a whole model's own call overhead
     (its inputs and outputs, the runtime's bookkeeping per call) and how much of each kernel's
@@ -567,7 +567,8 @@ class LatencyTable:
         spreads: ``{kernel key: spread of its repeat medians}``.
         alone: ``{kernel key: ms of one call of the kernel alone}``.
         calibrations: ``{kernel_set_key of a space's kernels: its Calibration}``.
-        calibration: The calibration :meth:`predict` uses (set by :meth:`subset` for a space).
+        calibration_key: Which of them :meth:`predict` uses (:attr:`calibration`; set by
+            :meth:`subset` for a space).
         method: ``in_graph``; ``alone`` for a table of poolnas' first format (kernels timed
             alone only, read so that studies made with it still resume).
     """
@@ -582,7 +583,7 @@ class LatencyTable:
     spreads: dict[str, float] = field(default_factory=dict)
     alone: dict[str, float] = field(default_factory=dict)
     calibrations: dict[str, Calibration] = field(default_factory=dict)
-    calibration: Calibration | None = None
+    calibration_key: str | None = None
     method: str = "in_graph"
 
     def __post_init__(self) -> None:
@@ -590,6 +591,11 @@ class LatencyTable:
         _check_batch(self.batch_size)
         if not (isinstance(self.tolerance, (int, float)) and self.tolerance >= 0):
             raise PoolnasError(f"tolerance must be 0 or more, got {self.tolerance!r}")
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The calibration :meth:`predict` uses, if the table holds one for its space."""
+        return self.calibrations.get(self.calibration_key) if self.calibration_key else None
 
     def _check(self, key: str, what: str, medians: Sequence[float]) -> float:
         timing = Timing(statistics.median(medians), 0.0, 0, tuple(medians))
@@ -694,10 +700,10 @@ class LatencyTable:
         return LatencyTable(self.runtime, self.batch_size, self.threads, self.tolerance,
                             self.machine, self.runtime_version, keep(self.kernels),
                             keep(self.spreads), keep(self.alone),
-                            {} if chosen is None else {name: chosen}, chosen, self.method)
+                            {} if chosen is None else {name: chosen},
+                            None if chosen is None else name, self.method)
 
     def as_dict(self) -> dict[str, Any]:
-        chosen = next((k for k, c in self.calibrations.items() if c == self.calibration), None)
         return {"format": _FORMAT, "machine": self.machine, "runtime": self.runtime,
                 "runtime_version": self.runtime_version, "batch_size": self.batch_size,
                 "threads": self.threads, "tolerance": self.tolerance, "method": self.method,
@@ -706,7 +712,7 @@ class LatencyTable:
                                 "spread": self.spreads.get(k, 0.0)}
                             for k in sorted(self.kernels)},
                 "calibrations": {k: c.as_dict() for k, c in sorted(self.calibrations.items())},
-                "calibration": chosen}
+                "calibration": self.calibration_key if self.calibration is not None else None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LatencyTable:
@@ -728,7 +734,8 @@ class LatencyTable:
                        float(data["tolerance"]), str(data["machine"]),
                        str(data.get("runtime_version", "")), kernels,
                        {k: float(v["spread"]) for k, v in data["kernels"].items()}, alone,
-                       calibrations, calibrations.get(data.get("calibration") or ""),
+                       calibrations,
+                       data.get("calibration") if data.get("calibration") in calibrations else None,
                        "alone" if version == 1 else str(data.get("method", "in_graph")))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise PoolnasError(f"not a poolnas latency table ({error})") from None
@@ -909,6 +916,12 @@ def calibrate(table: LatencyTable, space: SearchSpace, input_shape: Sequence[int
     return calibration
 
 
+def _read_cache(path: Path) -> LatencyTable | None:
+    """The cache file's table, or None: no file, or one of poolnas' first format (measured anew)."""
+    table = LatencyTable.load(path) if path.exists() else None
+    return table if table is not None and table.method == "in_graph" else None
+
+
 def cached_table(kernels: Iterable[Kernel], runtime: str = "keras", *, batch_size: int = 1,
                  threads: int = 1, path: str | os.PathLike | None = None,
                  **measure: Any) -> LatencyTable:
@@ -922,9 +935,7 @@ def cached_table(kernels: Iterable[Kernel], runtime: str = "keras", *, batch_siz
     kernels = list(kernels)
     path = Path(path) if path is not None else default_table_path(
         runtime, batch_size=batch_size, threads=threads)
-    table = LatencyTable.load(path) if path.exists() else None
-    if table is not None and table.method != "in_graph":
-        table = None
+    table = _read_cache(path)
     if table is not None and table.missing(kernels):
         table.tolerance = float(measure.get("tolerance", table.tolerance))
     before = None if table is None else len(table.kernels)
@@ -954,9 +965,7 @@ def space_table(space: SearchSpace, input_shape: Sequence[int], num_classes: int
     path = Path(path) if path is not None else default_table_path(
         runtime, batch_size=batch_size, threads=threads)
     if announce is not None:
-        cached = LatencyTable.load(path) if path.exists() else None
-        if cached is not None and cached.method != "in_graph":
-            cached = None
+        cached = _read_cache(path)
         missing = len((cached or LatencyTable(runtime)).missing([*kernels, *extra]))
         calibrated = cached is not None and kernel_set_key(kernels) in cached.calibrations
         if missing or not calibrated:

@@ -53,7 +53,13 @@ from poolnas.search._export import (
     write_file_atomically,
 )
 from poolnas.search._locks import StudyLock
-from poolnas.search._pareto import hypervolume, is_feasible, pareto_front, reported_front
+from poolnas.search._pareto import (
+    front_by_text,
+    hypervolume,
+    is_feasible,
+    pareto_front,
+    reported_front,
+)
 from poolnas.search._pool import (
     WorkerPool,
     configure_threads,
@@ -150,6 +156,7 @@ __all__ = [
     "WorkerPool",
     "configure_threads",
     "export_trials",
+    "front_by_text",
     "hypervolume",
     "is_feasible",
     "kendall_tau",

@@ -54,7 +54,7 @@ from poolnas.evaluators import (
 from poolnas.search._accuracy_model import fit_accuracy_model
 from poolnas.search._config import DEFAULT_STORAGE, SearchConfig
 from poolnas.search._export import MANIFEST, export_trials, trial_record
-from poolnas.search._pareto import reported_front
+from poolnas.search._pareto import front_by_text, reported_front
 from poolnas.search._pool import (
     available_cores,
     configure_threads,
@@ -414,7 +414,7 @@ def _front_rows(trials, model: Any = None) -> list[dict[str, Any]]:
     for trial, on in reported_front(trials, model):
         record = trial_record(trial, model)
         record["front_by"] = on
-        record["front_by_text"] = {"both": "raw+model"}.get(on, on)
+        record["front_by_text"] = front_by_text(on)
         estimate = (None if model is None else
                     model.estimate(trial.user_attrs.get(TrialAttrs.ARCHITECTURE)))
         record["model_text"] = (None if estimate is None else

@@ -91,6 +91,12 @@ def pareto_front(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     return front
 
 
+def front_by_text(on: str) -> str:
+    """How a :func:`reported_front` place is written for people: ``raw``, ``model`` or
+    ``raw+model``."""
+    return "raw+model" if on == "both" else on
+
+
 def reported_front(trials: Sequence[FrozenTrial], model: Any = None
                    ) -> list[tuple[FrozenTrial, str]]:
     """What poolnas shows as the front: the raw front (:func:`pareto_front`, each trial's own
