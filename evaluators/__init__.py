@@ -37,6 +37,7 @@ from poolnas.evaluators._latency import (
     time_call,
 )
 from poolnas.evaluators._profiler import profiler_flops
+from poolnas.evaluators._quiet import native_stderr_silenced
 from poolnas.evaluators._training import (
     OPTIMIZERS,
     Budget,
@@ -82,6 +83,7 @@ __all__ = [
     "measure_model",
     "measure_stable",
     "measure_table",
+    "native_stderr_silenced",
     "pin_threads",
     "runtime_description",
     "space_kernels",

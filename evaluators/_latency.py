@@ -51,6 +51,7 @@ from typing import Any
 
 from poolnas.evaluators._closed_form import _point_choices, walk_parts
 from poolnas.evaluators._flops import CostLayers, Shape
+from poolnas.evaluators._quiet import native_stderr_silenced
 from poolnas.spaces import (
     Architecture,
     DownsamplingPoint,
@@ -210,8 +211,10 @@ def convert_tflite(model: Any, batch_size: int = 1) -> bytes:
 
     _, concrete, _ = _concrete(model, batch_size)
     try:
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-        return converter.convert()
+        # The converter's MLIR diagnostics (C++, on fd 2) would bury the one-line error.
+        with native_stderr_silenced():
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+            return converter.convert()
     except Exception as error:  # noqa: BLE001 - any converter failure is the user's model
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise PoolnasError(f"TFLite cannot convert model {model.name!r}: {first}") from None

@@ -24,6 +24,7 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial
 
+from poolnas.evaluators import native_stderr_silenced
 from poolnas.search._pareto import pareto_front
 from poolnas.search._reclaim import POLL_SECONDS
 from poolnas.search._runner import SearchRunner
@@ -210,18 +211,9 @@ def quiet_tensorflow() -> None:
     if "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                import keras  # noqa: F401
-                import tensorflow as tf
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+    with native_stderr_silenced():
+        import keras  # noqa: F401
+        import tensorflow as tf
     tf.get_logger().setLevel("ERROR")
     import absl.logging
 
