@@ -1,10 +1,11 @@
 """How far the answer can be trusted: the accuracy model on simulated noisy searches.
 
-PoolBench-digits (``benchmarks/data/poolbench_digits.jsonl``, 729 architectures x 3 seeds) is
-searched with poolnas' surrogate sampler, and every training returns *one seed's* validation
-accuracy drawn at random from the architecture's row (the table's real seed noise). After 30 and
-60 trainings the model (:class:`poolnas.search.AccuracyModel`) is fitted and compared with the
-table's all-seed truth:
+PoolBench-digits (``benchmarks/data/poolbench_digits.jsonl``, 729 architectures x 3 seeds, and
+``poolbench_digits_seeds345.jsonl``, the same architectures and budget with seeds 3, 4, 5: 6
+seeds per architecture when both are there) is searched with poolnas' surrogate sampler, and
+every training returns *one seed's* validation accuracy drawn at random from the architecture's
+seeds (the table's real seed noise). After 30 and 60 trainings the model
+(:class:`poolnas.search.AccuracyModel`) is fitted and compared with the table's all-seed truth:
 
 - coverage: share of trained architectures whose 95 % interval holds the mean validation
   accuracy over the table's seeds, and the same for every choice effect (op / skip at each
@@ -36,6 +37,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import poolbench  # noqa: E402
+
+SEEDS_TABLE = Path(__file__).resolve().parent / "data" / "poolbench_digits_seeds345.jsonl"
+
+
+def load_rows(more_seeds: Path | None = SEEDS_TABLE) -> dict:
+    """PoolBench-digits with the seeds of ``more_seeds`` appended to each row (when the file
+    has the row: a table still being built adds to the rows it has, and the truth of the others
+    is their 3-seed mean)."""
+    rows = poolbench.load_table()
+    extra = poolbench.load_table(more_seeds) if more_seeds is not None else {}
+    for key, row in extra.items():
+        if key in rows and not set(row["seeds"]) & set(rows[key]["seeds"]):
+            base = rows[key]
+            rows[key] = {**base, "val_acc": base["val_acc"] + row["val_acc"],
+                         "test_acc": base["test_acc"] + row["test_acc"],
+                         "seeds": base["seeds"] + row["seeds"]}
+    return rows
 
 
 def kendall(a, b) -> float:
@@ -74,7 +92,8 @@ def _front(points):
     return front
 
 
-def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str):
+def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str,
+             components: int | None = None):
     """One simulated search of ``policy``; after each number of trainings, what the product's
     accuracy model (``fit_accuracy_model``'s: pairwise terms allowed) says against the truth."""
     import optuna
@@ -93,7 +112,7 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str)
     rng = np.random.default_rng(10_000 + seed)
     reference = max(flops.values())
     val_truth = {k: statistics.fmean(r["val_acc"]) for k, r in rows.items()}
-    # The truth is itself a mean of 3 seeds: its own variance (sample variance / 3).
+    # The truth is itself a mean of a few seeds: its own variance (sample variance / seeds).
     truth_var = {k: statistics.variance(r["val_acc"]) / len(r["val_acc"])
                  for k, r in rows.items()}
     test_truth = {k: statistics.fmean(r["test_acc"]) for k, r in rows.items()}
@@ -124,7 +143,8 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str)
                 continue
             observed.setdefault(key, []).extend(t.user_attrs["accuracies"])
         keys = list(observed)
-        model = AccuracyModel(space.parameters()).fit(
+        model = AccuracyModel(space.parameters(), **(
+            {} if components is None else {"components": components})).fit(
             Observations.of([params_of[k] for k in keys], [observed[k] for k in keys]))
         raw = [float(np.mean(observed[k])) for k in keys]
         mean, sd = model.predict(model.encode([params_of[k] for k in keys]))
@@ -213,11 +233,21 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--timing", action="store_true")
+    parser.add_argument("--components", type=int, default=None,
+                        help="hyper-parameter settings the answer's model averages over, at "
+                             "most (default: the product's, AccuracyModel's MAX_COMPONENTS)")
+    parser.add_argument("--more-seeds", type=Path, default=SEEDS_TABLE,
+                        help="a table of further seeds of the same rows (default %(default)s; "
+                             "'none': the 3 seeds of the published table only)")
     args = parser.parse_args()
     if args.timing:
         timing()
         return
-    rows = poolbench.load_table()
+    rows = load_rows(None if str(args.more_seeds) == "none" else args.more_seeds)
+    seeds = sorted({len(r["val_acc"]) for r in rows.values()})
+    print(f"{len(rows)} architectures, seeds per architecture: "
+          + ", ".join(f"{n} ({sum(len(r['val_acc']) == n for r in rows.values())})"
+                      for n in seeds) + "\n")
     space = poolbench.bench_space()
     print("| policy | trainings | runs | unique archs | arch 95 % coverage (vs noisy truth) "
           "| effect 95 % coverage (vs noisy truth) | decided claims (wrong sign) "
@@ -228,7 +258,8 @@ def main() -> None:
     for policy in args.policies.split(","):
         per = {30: [], 60: []}
         for seed in range(args.runs):
-            for t, r in simulate(rows, space, seed, (30, 60), policy=policy).items():
+            for t, r in simulate(rows, space, seed, (30, 60), policy=policy,
+                                 components=args.components).items():
                 per[t].append(r)
         for t, runs in per.items():
             def avg(k, runs=runs):

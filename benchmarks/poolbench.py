@@ -182,7 +182,7 @@ def train_row(arch, data, budget, *, seeds=SEEDS, fused: bool = False) -> dict[s
 
 
 def build_table(path: Path, *, quick: bool, shard: tuple[int, int] = (0, 1),
-                limit: int | None = None, log=print) -> int:
+                limit: int | None = None, seeds: tuple[int, ...] = SEEDS, log=print) -> int:
     """Append the missing rows of this shard to ``path``; the number of rows written."""
     from poolnas.evaluators import load_dataset
 
@@ -197,7 +197,7 @@ def build_table(path: Path, *, quick: bool, shard: tuple[int, int] = (0, 1),
     written = 0
     started = time.perf_counter()
     for arch in todo[:limit]:
-        row = train_row(arch, data, budget)
+        row = train_row(arch, data, budget, seeds=seeds)
         with path.open("a", encoding="utf-8") as table:
             table.write(json.dumps(row, separators=(",", ":")) + "\n")
         written += 1
@@ -216,13 +216,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shard", default="0/1", help="I/N: build every N-th architecture")
     parser.add_argument("--threads", type=int, default=1, help="TensorFlow intra-op threads")
     parser.add_argument("--limit", type=int, default=None, help="at most this many rows")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)),
+                        help="seeds of each row (more seeds of the same table go into another "
+                             "file: --seeds 3,4,5 --table benchmarks/data/poolbench_digits_"
+                             "seeds345.jsonl; see merge_seeds)")
     args = parser.parse_args(argv)
+    seeds = tuple(int(v) for v in args.seeds.split(","))
     if args.quick and args.table is None:
         parser.error("--quick needs --table (the quick space must not go into the real table)")
     index, count = (int(v) for v in args.shard.split("/"))
-    set_threads(args.threads)
     path = args.table or TABLE
-    written = build_table(path, quick=args.quick, shard=(index, count), limit=args.limit)
+    if seeds != SEEDS and path == TABLE:
+        parser.error("other seeds go into another --table file, not the published table")
+    set_threads(args.threads)
+    written = build_table(path, quick=args.quick, shard=(index, count), limit=args.limit,
+                          seeds=seeds)
     print(f"{written} rows written; the table has {len(load_table(path))} rows", file=sys.stderr)
 
 

@@ -81,6 +81,30 @@ def test_build_table_resumes(tmp_path, data):
     assert len(poolbench.load_table(path)) == 2
 
 
+def test_more_seeds_go_into_their_own_table_and_join_the_rows(tmp_path):
+    """``poolbench.py --seeds`` other than the published ones never writes the published table;
+    ``answer_quality.load_rows`` appends a seeds table's values to the rows it has, and leaves
+    a row alone whose seeds it already holds."""
+    import answer_quality
+
+    with pytest.raises(SystemExit) as exit_info:
+        poolbench.main(["--seeds", "3,4,5", "--limit", "0"])
+    assert exit_info.value.code == 2
+    published = poolbench.load_table()
+    first, second = list(published)[:2]
+    extra = tmp_path / "seeds3.jsonl"
+    extra.write_text("\n".join(json.dumps(row) for row in (
+        {"key": first, "val_acc": [0.5], "test_acc": [0.25], "seeds": [3]},
+        {"key": second, "val_acc": [0.5], "test_acc": [0.25], "seeds": [0]},
+    )) + "\n")
+    rows = answer_quality.load_rows(extra)
+    assert rows[first]["val_acc"] == published[first]["val_acc"] + [0.5]
+    assert rows[first]["test_acc"] == published[first]["test_acc"] + [0.25]
+    assert rows[first]["seeds"] == published[first]["seeds"] + [3]
+    assert rows[second] == published[second]
+    assert answer_quality.load_rows(None) == published
+
+
 def test_replay_quick(tiny_table, tmp_path, capsys):
     out = tmp_path / "replay"
     replay.main(["--quick", "--table", str(tiny_table), "--seeds", "2", "--cap", "8",

@@ -257,6 +257,28 @@ def test_accuracy_model_learns_noise_and_interactions():
         assert inside > 0.8, inside
 
 
+def test_contrasts_are_the_joint_posterior_s_linear_combinations():
+    """``contrast_components`` (what the effects use, without every pair's covariance) gives
+    the mean and variance of ``W @ f`` that the joint posterior gives, under every setting."""
+    from poolnas.search import AccuracyModel, Observations
+
+    space = small_space()
+    rows = [space.params_of(a) for a in space]
+    rng = np.random.default_rng(3)
+    trained = [rows[i] for i in rng.choice(len(rows), 25, replace=False)]
+    model = AccuracyModel(space.parameters()).fit(Observations.of(
+        trained, [[accuracy_of(p) + rng.normal(0, 0.01)] for p in trained]))
+    assert len(model.components) > 1
+    codes = model.encode(rows[:40])
+    W = rng.normal(size=(4, 40))
+    for (w, mu, cov), (w2, means, variances) in zip(model.joint_components(codes),
+                                                    model.contrast_components(codes, W)):
+        assert w == w2
+        np.testing.assert_allclose(means, W @ mu, atol=1e-9)
+        np.testing.assert_allclose(variances, np.einsum("ij,jk,ik->i", W, cov, W),
+                                   rtol=1e-6, atol=1e-12)
+
+
 def test_p_front_is_certain_for_clear_points_and_split_for_ties():
     from poolnas.search import dominance_probabilities
 
