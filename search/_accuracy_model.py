@@ -72,13 +72,21 @@ __all__ = ["AccuracyModel", "ArchitectureEstimate", "ChoiceEffect", "Observation
 #: into seed noise s^2 (``noise_share`` of it: repeats average it away) and a per-architecture
 #: variance d (the "nugget": what no term of lower order explains, which repeats of one
 #: architecture do not average away). Without repeats the split is not identified: the
-#: evidence is flat along ``noise_share`` and the average below keeps the whole range.
+#: evidence is flat along ``noise_share`` and the average below keeps the whole range, so the
+#: grid's points are the prior. Most put most of the residual in seed noise, which retraining
+#: a network with another seed is known to change (one seed's sd is 1.3-1.6 pp on
+#: PoolBench-digits, as large as the effects); one (0.01) lets a noiseless table, or a nugget
+#: that repeats show, take the rest. With the earlier points (1, 0.5, 0.2, 0.05, 0.01) one or
+#: two repeats that happened to agree put the seed noise in the nugget: the model then took
+#: each single training for its architecture's true accuracy, and 19 % of the decided effect
+#: claims after 60 trainings had the wrong sign (7 % with these; docs/benchmarks.md, "Answer
+#: quality").
 GRIDS = {
     "main": (0.03, 0.1, 0.3, 1.0, 3.0),
     "pair": (0.0, 0.03, 0.1, 0.3, 1.0),
     "triple": (0.0, 0.03, 0.1, 0.3, 1.0),
     "residual": (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0),
-    "noise_share": (1.0, 0.5, 0.2, 0.05, 0.01),
+    "noise_share": (1.0, 0.7, 0.5, 0.3, 0.1, 0.01),
 }
 #: Where the evidence's climbs start (grid indices): additive, then with interactions of each
 #: order.
