@@ -476,6 +476,16 @@ def _pp(delta: float) -> str:
     return f"{delta * 100:+.1f} pp"
 
 
+def pp_bound(value: float, *, sign: bool = True) -> str:
+    """An interval's end in percentage points: one decimal, or two where one would print a
+    non-zero end as 0.0 (a decided interval "[+0.0, +4.6]" reads as if it touched zero)."""
+    points = value * 100
+    digits = 1
+    while digits < 3 and points != 0 and round(points, digits) == 0:
+        digits += 1
+    return f"{points:{'+' if sign else ''}.{digits}f}"
+
+
 def _times(ratio: float) -> str:
     return f"{ratio:.3g}×" if ratio < 100 else f"{ratio:.0f}×"
 
@@ -546,7 +556,8 @@ def _point_sentence(analysis: ChoiceAnalysis, point: int, kind: str) -> str | No
 
 
 def _interval(e: ChoiceEffect) -> str:
-    return f"{e.effect * 100:.1f} pp [{e.low * 100:.1f}, {e.high * 100:.1f}]"
+    return (f"{e.effect * 100:.1f} pp [{pp_bound(e.low, sign=False)}, "
+            f"{pp_bound(e.high, sign=False)}]")
 
 
 def _model_sentences(point: int, kind: str, pairs: Sequence[ChoiceEffect]) -> list[str]:
@@ -559,8 +570,9 @@ def _model_sentences(point: int, kind: str, pairs: Sequence[ChoiceEffect]) -> li
         win, lose, sign = (e.choice, e.other, 1) if e.effect > 0 else (e.other, e.choice, -1)
         ratio = e.flops_ratio if sign > 0 else 1.0 / e.flops_ratio
         lines.append(f"at point {point}, {label(win)} beats {label(lose or '')} by "
-                     f"{abs(e.effect) * 100:.1f} pp [{min(sign * e.low, sign * e.high) * 100:.1f}, "
-                     f"{max(sign * e.low, sign * e.high) * 100:.1f}], "
+                     f"{abs(e.effect) * 100:.1f} pp "
+                     f"[{pp_bound(min(sign * e.low, sign * e.high), sign=False)}, "
+                     f"{pp_bound(max(sign * e.low, sign * e.high), sign=False)}], "
                      f"{_flops_phrase(ratio)}")
     open_ = [e for e in pairs if not e.decided]
     if open_:
@@ -618,7 +630,7 @@ def answer_rows(analysis: ChoiceAnalysis) -> list[dict[str, str]]:
             "accuracy": "-" if s.mean_accuracy is None else f"{s.mean_accuracy:.4f}",
             "flops": flops_text(s.mean_flops),
             "effect": "-" if s.effect is None else (
-                f"{_pp(s.effect)} [{s.effect_low * 100:+.1f}, {s.effect_high * 100:+.1f}]"),
+                f"{_pp(s.effect)} [{pp_bound(s.effect_low)}, {pp_bound(s.effect_high)}]"),
             "ratio": "-" if s.flops_ratio is None else _times(s.flops_ratio),
             "decided": "-" if s.decided is None else ("yes" if s.decided else "no"),
             # The raw like-for-like pairs, kept beside the model's numbers.

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from poolnas.dashboards._analysis import KINDS, ChoiceAnalysis, analyse_study, flops_text
+from poolnas.dashboards._analysis import (
+    KINDS,
+    ChoiceAnalysis,
+    analyse_study,
+    flops_text,
+    pp_bound,
+)
 from poolnas.dashboards._diagram import architecture_png
 from poolnas.evaluators import point_costs
 from poolnas.search import TrialAttrs, TrialEvent, TrialHooks
@@ -182,7 +188,7 @@ def choices_figure(analysis: ChoiceAnalysis) -> Any:
                           f"×{s.paired_flops_ratio:.2f} ({s.pairs} pairs)")
                 model = ("" if s.effect is None else
                          f"<br>effect vs rest {s.effect * 100:+.1f} pp "
-                         f"[{s.effect_low * 100:+.1f}, {s.effect_high * 100:+.1f}] (95%), "
+                         f"[{pp_bound(s.effect_low)}, {pp_bound(s.effect_high)}] (95%), "
                          + ("decided" if s.decided else "not decided"))
                 hover.append(f"{s.choice}: {s.on_front}/{s.front_size} on the front<br>"
                              f"{s.trials} trials, mean acc {accuracy}, mean FLOPs {flops}<br>"

@@ -204,6 +204,7 @@ def test_report_answer_front_and_manifest_agree(known_study, tmp_path, capsys) -
 
 
 def test_study_figure_hover_carries_the_model_effects(known_study) -> None:
+    from poolnas.dashboards._analysis import pp_bound
     from poolnas.dashboards._annotate import choices_figure
 
     _, study, _ = known_study
@@ -213,4 +214,15 @@ def test_study_figure_hover_carries_the_model_effects(known_study) -> None:
     decided = [s for s in analysis.stats if s.effect is not None]
     assert decided
     for s in decided:
-        assert f"[{s.effect_low * 100:+.1f}, {s.effect_high * 100:+.1f}]" in hover
+        assert f"[{pp_bound(s.effect_low)}, {pp_bound(s.effect_high)}]" in hover
+
+
+def test_an_interval_end_never_prints_as_zero_unless_it_is() -> None:
+    """A decided interval whose end is 0.04 pp from zero must not read "[+0.0, …]"."""
+    from poolnas.dashboards._analysis import pp_bound
+
+    assert pp_bound(0.046) == "+4.6"
+    assert pp_bound(0.0004) == "+0.04"
+    assert pp_bound(-0.0004) == "-0.04"
+    assert pp_bound(0.00004, sign=False) == "0.004"
+    assert pp_bound(0.0) == "+0.0"
