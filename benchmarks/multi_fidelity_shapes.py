@@ -31,8 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
 
 def poolnas(*args: str, core: int | None) -> list[str]:
     command = [sys.executable, "-m", "poolnas.search", *args]
@@ -63,29 +61,18 @@ def run_side_by_side(commands: list[list[str]], logs: list[Path], *, together: b
     return seconds
 
 
-def study_summary(storage: str, name: str, epochs: int) -> dict:
+def study_summary(storage: str, name: str, schedule) -> dict:
     import optuna
     from optuna.trial import TrialState
 
+    from poolnas.search._multi_fidelity import epochs_spent
     from poolnas.search._trial_attrs import TrialAttrs
 
     study = optuna.load_study(study_name=name, storage=storage)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    trained = 0
-    for t in trials:
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            attrs = t.user_attrs
-            if TrialAttrs.DUPLICATE_OF in attrs or TrialAttrs.INFEASIBLE in attrs:
-                continue
-            done = attrs.get(TrialAttrs.EPOCHS_TRAINED, attrs.get(TrialAttrs.EPOCHS, epochs))
-            # A promoted trial continues its parent's weights: it trained the difference.
-            parent = attrs.get(TrialAttrs.PROMOTED_FROM)
-            before = 0
-            if parent is not None:
-                before = next((p.user_attrs.get(TrialAttrs.EPOCHS_TRAINED, 0) for p in trials
-                               if p.number == parent), 0)
-            trained += int(done) - int(before)
+    # What --epoch-budget counts: a promoted trial only the epochs beyond its parent's.
+    trained = epochs_spent(trials, schedule)
     architectures = {t.user_attrs.get(TrialAttrs.ARCHITECTURE) for t in trials
                      if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
     flops = [t.user_attrs[TrialAttrs.FLOPS] for t in trials
@@ -108,6 +95,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from poolnas.search import hypervolume
+    from poolnas.search._multi_fidelity import RungSchedule
 
     work = Path(tempfile.mkdtemp(prefix="poolnas-mf-shapes-"))
     together = (os.cpu_count() or 1) >= 2
@@ -118,6 +106,8 @@ def main() -> None:
     extra = {"full": [], "mo-asha": ["--min-epochs", str(args.min_epochs),
                                      "--reduction-factor", str(args.reduction_factor)]}
     storages = {n: f"sqlite:///{work / (n + '.db')}" for n in names}
+    schedules = {"full": None, "mo-asha": RungSchedule(args.min_epochs, args.reduction_factor,
+                                                       args.epochs)}
     searches = [poolnas("search", "--storage", storages[n], "--study", n, *common, *extra[n],
                         "--artifacts", str(work / (n + "-artifacts")),
                         core=i if together else None) for i, n in enumerate(names)]
@@ -134,7 +124,7 @@ def main() -> None:
 
     results = {}
     for name, seconds in zip(names, search_seconds):
-        summary = study_summary(storages[name], name, args.epochs)
+        summary = study_summary(storages[name], name, schedules[name])
         manifest = json.loads((work / f"{name}-export" / "manifest.json").read_text())
         summary["search_seconds"] = round(seconds, 1)
         summary["front"] = [{"trial": m["trial"], "architecture": m["architecture"],

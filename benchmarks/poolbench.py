@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)),
                         help="seeds of each row (more seeds of the same table go into another "
                              "file: --seeds 3,4,5 --table benchmarks/data/poolbench_digits_"
-                             "seeds345.jsonl; see merge_seeds)")
+                             "seeds345.jsonl; answer_quality.load_rows joins them)")
     args = parser.parse_args(argv)
     seeds = tuple(int(v) for v in args.seeds.split(","))
     if args.quick and args.table is None:

@@ -356,10 +356,15 @@ class AccuracyModel:
     def _overlap(self, codes: np.ndarray) -> np.ndarray:
         return codes @ self._X.T
 
-    def _table(self, c: _Component) -> np.ndarray:
-        """The kernel of ``c`` as a function of the overlap 0..P (float32 lookup table)."""
+    def _counts(self, codes: np.ndarray, other: np.ndarray) -> np.ndarray:
+        """How many parameters each of ``codes`` shares with each of ``other``, as integers
+        to index :meth:`_table` with (sums of ones in float32 are exact integers)."""
+        return (codes @ other.T).astype(np.uint8 if self.P < 256 else np.int32)
+
+    def _table(self, c: _Component, dtype: Any = np.float32) -> np.ndarray:
+        """The kernel of ``c`` as a function of the overlap 0..P (a lookup table)."""
         return self._from_overlap(np.arange(self.P + 1, dtype=float), c.main, c.pair,
-                                  c.triple, c.nugget).astype(np.float32)
+                                  c.triple, c.nugget).astype(dtype)
 
     def predict(self, codes: np.ndarray, *, components: int | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -371,8 +376,7 @@ class AccuracyModel:
         with _THREADS.limit(limits=1, user_api="blas"):
             # The kernel depends on two architectures only through how many parameters they
             # share (0..P): one product of one-hot codes, then a table lookup per setting.
-            # (Sums of ones in float32 are exact integers.)
-            overlap = self._overlap(codes).astype(np.uint8 if self.P < 256 else np.int32)
+            overlap = self._counts(codes, self._X)
             first = np.zeros(len(codes))
             second = np.zeros(len(codes))
             for c in kept:
@@ -409,12 +413,9 @@ class AccuracyModel:
         out = []
         weights = np.atleast_2d(np.asarray(weights, float))
         with _THREADS.limit(limits=1, user_api="blas"):
-            # The kernel as a function of the overlap 0..P, looked up (in float64).
-            m = np.rint(self._overlap(codes)).astype(np.intp)
-            mm = np.rint(codes @ codes.T).astype(np.intp)
-            levels = np.arange(self.P + 1, dtype=float)
+            m, mm = self._counts(codes, self._X), self._counts(codes, codes)
             for c in self.components:
-                table = self._from_overlap(levels, c.main, c.pair, c.triple, c.nugget)
+                table = self._table(c, float)
                 K, prior = table[m], table[mm]
                 V = solve_triangular(c.lower, K.T @ weights.T, lower=True, check_finite=False)
                 var = np.sum((weights @ prior) * weights, axis=1) - np.sum(V * V, axis=0)
@@ -639,10 +640,12 @@ class StudyModel:
         W = np.repeat(W, C, axis=1) / C
         parts = self.model.contrast_components(self.model.encode(rows), W)
         share = np.array([p for p, _, _ in parts])
+        # Per contrast (column), its mean and sd under each averaged setting (row).
+        all_means = np.array([mu for _, mu, _ in parts])
+        all_sds = np.sqrt(np.array([var for _, _, var in parts]))
 
         def contrast(row: int) -> tuple[float, float, float, float, float]:
-            means = np.array([float(mu[row]) for _, mu, _ in parts])
-            sds = np.sqrt(np.array([float(var[row]) for _, _, var in parts]))
+            means, sds = all_means[:, row], all_sds[:, row]
             low, high = mixture_interval(share, means, sds)
             sd = math.sqrt(max(float(share @ (sds ** 2 + means ** 2)) - float(share @ means) ** 2,
                                0.0))
