@@ -85,6 +85,8 @@ from poolnas.spaces import (
 )
 
 EXIT_USAGE = 2
+#: Ctrl-C or SIGTERM stopped the command (128 + SIGINT, what a shell reports).
+EXIT_INTERRUPTED = 130
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 
 
@@ -824,4 +826,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _interrupted() -> int:
     print("poolnas: interrupted; finished trials are saved (run the same command to resume)",
           file=sys.stderr)
-    return 130
+    return EXIT_INTERRUPTED

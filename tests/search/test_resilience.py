@@ -302,6 +302,31 @@ def test_sigterm_while_a_search_starts_leaves_nothing_behind(tmp_path: Path) -> 
     assert sorted(p.name for p in work.iterdir()) == []
 
 
+def test_python_m_exits_130_after_an_interrupt_a_c_extension_saw(tmp_path: Path) -> None:
+    """Under ``python -m``, CPython kills itself with SIGINT at exit (-2) once a KeyboardInterrupt
+    was raised inside ``PyRun_String``, even a caught one; the signal that stops a search can
+    land there while TensorFlow imports. The interrupted command still exits 130, its line
+    said."""
+    (tmp_path / "interrupted_in_c.py").write_text(
+        "import ctypes\n"
+        "import poolnas.search.__main__ as entry\n"
+        "from poolnas.search import _cli\n"
+        "run_string = ctypes.pythonapi.PyRun_String\n"
+        "run_string.restype = ctypes.py_object\n"
+        "run_string.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, "
+        "ctypes.py_object]\n"
+        "try:\n"
+        "    run_string(b'raise KeyboardInterrupt', 257, {}, {})  # 257: Py_file_input\n"
+        "except KeyboardInterrupt:\n"
+        "    entry.main = _cli._interrupted\n"
+        "entry.run()\n")
+    done = subprocess.run([sys.executable, "-m", "interrupted_in_c"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "poolnas: interrupted; finished trials are saved (run the same command to resume)"]
+
+
 def test_an_interrupt_a_library_reports_as_its_own_error_is_still_an_interrupt(
         monkeypatch, capsys) -> None:
     """Keras, interrupted while importing optree, raises "you need to have `optree` installed":
