@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -81,6 +82,51 @@ def study_summary(storage: str, name: str, schedule) -> dict:
             "architectures": len(architectures - {None}), "max_flops": max(flops, default=0)}
 
 
+def table(args, names, reference: int, results: dict, together: bool) -> str:
+    """The comparison as a Markdown paragraph and table."""
+
+    def sd(accuracy: float, r: dict) -> str:
+        """A test accuracy's binomial sd over the test images: one test, no seed scatter."""
+        n = r["test_examples"]
+        return f" ± {math.sqrt(accuracy * (1 - accuracy) / n):.3f}" if n else ""
+
+    lines = [
+        f"Shapes folder `{args.data}` at {args.image_size}, each search `--timeout "
+        f"{args.budget}` with `--epochs {args.epochs}` (seed {args.seed}; MO-ASHA: "
+        f"`--min-epochs {args.min_epochs} --reduction-factor {args.reduction_factor}`), "
+        f"{'side by side, one core each' if together else 'one after the other'}; fronts "
+        f"retrained `--retrain-epochs {args.retrain_epochs}` on train+val and tested once. "
+        f"Hypervolume: test accuracy and exact FLOPs, reference {reference:,} FLOPs for both. "
+        f"Best test accuracy ± its binomial sd over the "
+        f"{results[names[0]]['test_examples'] or '?'} test images (a single test of a single "
+        f"training: seed scatter comes on top and is not measured here); τ over the front's "
+        f"members only (a handful: far from sure).",
+        "",
+        "| search | seconds | trials (complete) | architectures trained | epochs trained "
+        "| front members | front test accuracies (FLOPs) | best test accuracy "
+        "| front test hypervolume | τ search vs test |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        members = ", ".join(f"{m['test_accuracy']:.3f} ({m['flops'] / 1e6:.2f} M)"
+                            for m in sorted(r["front"], key=lambda m: m["flops"]))
+        tau = "–" if r["kendall_tau"] is None else f"{r['kendall_tau']:.2f}"
+        lines.append(f"| {name} | {r['search_seconds']:.0f} | {r['trials']} ({r['complete']}) "
+                     f"| {r['architectures']} | {r['epochs_trained']} | {len(r['front'])} "
+                     f"| {members} | {r['best_test_accuracy']:.3f}{sd(r['best_test_accuracy'], r)} "
+                     f"| {r['test_hypervolume']:.4f} | {tau} |")
+    first, second = (results[n] for n in names)
+    if first["test_examples"] and second["test_examples"]:
+        gap = first["best_test_accuracy"] - second["best_test_accuracy"]
+        spread = math.hypot(*(
+            math.sqrt(r["best_test_accuracy"] * (1 - r["best_test_accuracy"]) / r["test_examples"])
+            for r in (first, second)))
+        lines += ["", f"Best test accuracy, {names[0]} − {names[1]}: {gap:+.3f} ± {spread:.3f} "
+                      f"(the two binomial sds combined: {abs(gap) / spread:.1f} sds apart; "
+                      f"another search seed could move either by more)."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="an image folder (make_shapes_folder.py)")
@@ -132,6 +178,7 @@ def main() -> None:
                              "accuracy_mean": m.get("accuracy_mean"),
                              "test_accuracy": m["test_accuracy"]} for m in manifest["models"]]
         summary["kendall_tau"] = manifest.get("kendall_tau")
+        summary["test_examples"] = manifest.get("test_examples")
         results[name] = summary
     reference = max(r["max_flops"] for r in results.values())
     for r in results.values():
@@ -140,28 +187,7 @@ def main() -> None:
         tests = [m["test_accuracy"] for m in r["front"]]
         r["best_test_accuracy"] = max(tests, default=None)
 
-    lines = [
-        f"Shapes folder `{args.data}` at {args.image_size}, each search `--timeout "
-        f"{args.budget}` with `--epochs {args.epochs}` (seed {args.seed}; MO-ASHA: "
-        f"`--min-epochs {args.min_epochs} --reduction-factor {args.reduction_factor}`), "
-        f"{'side by side, one core each' if together else 'one after the other'}; fronts "
-        f"retrained `--retrain-epochs {args.retrain_epochs}` on train+val and tested once. "
-        f"Hypervolume: test accuracy and exact FLOPs, reference {reference:,} FLOPs for both.",
-        "",
-        "| search | seconds | trials (complete) | architectures trained | epochs trained "
-        "| front members | front test accuracies (FLOPs) | best test accuracy "
-        "| front test hypervolume | τ search vs test |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
-    ]
-    for name, r in results.items():
-        members = ", ".join(f"{m['test_accuracy']:.3f} ({m['flops'] / 1e6:.2f} M)"
-                            for m in sorted(r["front"], key=lambda m: m["flops"]))
-        tau = "–" if r["kendall_tau"] is None else f"{r['kendall_tau']:.2f}"
-        lines.append(f"| {name} | {r['search_seconds']:.0f} | {r['trials']} ({r['complete']}) "
-                     f"| {r['architectures']} | {r['epochs_trained']} | {len(r['front'])} "
-                     f"| {members} | {r['best_test_accuracy']:.3f} "
-                     f"| {r['test_hypervolume']:.4f} | {tau} |")
-    text = "\n".join(lines)
+    text = table(args, names, reference, results, together)
     print(text)
     if args.out:
         args.out.with_suffix(".md").write_text(text + "\n", encoding="utf-8")
