@@ -14,12 +14,18 @@ seeds (the table's real seed noise). After 30 and 60 trainings the model
 - true hypervolume (mean test accuracy, exact FLOPs) of the reported front: the posterior-mean
   front of the default policy (model with interactions, re-evaluation on) against today's
   (additive model, no re-evaluation, the raw accuracies' front);
-- Kendall tau of posterior means and of raw accuracies against the mean test accuracy.
+- Kendall tau of posterior means and of raw accuracies against the mean test accuracy;
+- where the effect intervals miss: their coverage per parameter, and by how many trainings the
+  rarest value of a contrast had (a value an adaptive sampler tried once and then avoided).
+
+Policies: the default sampler, the same additive without re-evaluation, the pre-issue-14
+sampler, and Optuna's random sampler (not a poolnas policy: the same model on a design that does
+not adapt, for contrast).
 
 ``--timing`` measures one proposal's model work (fit + predict + EHVI) on a 50,000-architecture
 space; ``benchmarks/proposal_time.py`` times a whole proposal (the number in the docs).
 
-    python benchmarks/answer_quality.py --runs 30           # the numbers in docs/benchmarks.md
+    python benchmarks/answer_quality.py --runs 100 --policies default,random   # docs/benchmarks.md
     python benchmarks/answer_quality.py --timing
 """
 
@@ -62,15 +68,20 @@ def kendall(a, b) -> float:
     return float(kendalltau(a, b).statistic)
 
 
-POLICIES = ("default", "additive", "previous")
+POLICIES = ("default", "additive", "previous", "random")
 POLICY_NAMES = {
     "default": "default: GP with pairwise terms by evidence, re-evaluation on",
     "additive": "same sampler, interactions=False, reevaluate=False",
     "previous": "previous default (benchmarks/previous_surrogate.py, verbatim pre-issue-14)",
+    "random": "Optuna's RandomSampler: the same model on a design that does not adapt",
 }
 
 
 def make_policy_sampler(policy: str, space, flops_of, seed: int):
+    if policy == "random":
+        import optuna
+
+        return optuna.samplers.RandomSampler(seed=seed)
     if policy == "previous":
         import previous_surrogate
 
@@ -136,10 +147,11 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str,
         done = target
         observed: dict[str, list[float]] = {}
         for t in study.trials:
-            # The previous sampler never repeats: a proposal of a trained architecture is a
-            # copy in poolnas (no training), so it adds no observation and is no training.
+            # The previous and the random sampler never repeat on purpose: a proposal of a
+            # trained architecture is a copy in poolnas (no training), so it adds no
+            # observation and is no training.
             key = space.architecture(t.params).key
-            if policy == "previous" and key in observed:
+            if policy in ("previous", "random") and key in observed:
                 continue
             observed.setdefault(key, []).extend(t.user_attrs["accuracies"])
         keys = list(observed)
@@ -160,10 +172,17 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str,
         params = {k: params_of[k] for k in keys}
         study_model = StudyModel(space, flops_of, model, {}, params)
         hits = hits_noisy = claims = wrong = sure_claims = sure_wrong = total = 0
+        # Coverage per parameter and by how often the rarest value of a contrast was trained:
+        # [hits, total] (where the intervals miss, not only how often).
+        by_parameter: dict[str, list[int]] = {}
+        by_trainings: dict[str, list[int]] = {}
         for point in range(1, space.points + 1):
             for kind in ("op", "skip"):
+                name = f"point{point}_{kind}"
+                trained_with = {v: sum(len(observed[k]) for k in keys if params_of[k][name] == v)
+                                for v in model.parameters[name]}
                 for e in study_model.effects(point, kind):
-                    values = model.parameters[f"point{point}_{kind}"]
+                    values = model.parameters[name]
                     weights = {v: 0.0 for v in values}
                     weights[e.choice] = 1.0
                     if e.other is None:
@@ -184,6 +203,12 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str,
                     centre = 0.5 * (e.high + e.low)
                     total += 1
                     hits += e.low <= true_effect <= e.high
+                    rarest = min(trained_with[v] for v in values if weights[v])
+                    for table, key in ((by_parameter, name),
+                                       (by_trainings, _trainings_bin(rarest))):
+                        cell = table.setdefault(key, [0, 0])
+                        cell[0] += e.low <= true_effect <= e.high
+                        cell[1] += 1
                     hits_noisy += abs(true_effect - centre) <= math.hypot(half, 1.959964 * extra)
                     if e.decided:
                         claims += 1
@@ -196,13 +221,39 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str,
         results[target] = dict(
             cover=cover, cover_noisy=cover_noisy, effect_cover=hits / total,
             effect_cover_noisy=hits_noisy / total, effects=total, claims=claims, wrong=wrong,
-            sure_claims=sure_claims, sure_wrong=sure_wrong,
+            sure_claims=sure_claims, sure_wrong=sure_wrong, by_parameter=by_parameter,
+            by_trainings=by_trainings,
             hv_model=hv["model"], hv_raw=hv["raw"],
             tau_model=kendall(mean, [test_truth[k] for k in keys]),
             tau_raw=kendall(raw, [test_truth[k] for k in keys]),
             unique=len(keys), trainings=sum(len(v) for v in observed.values()),
             noise=model.noise_sd, pair=model.summary()["pair_sd"])
     return results
+
+
+TRAININGS_BINS = ((1, 1), (2, 3), (4, 7), (8, 15), (16, 10**9))
+
+
+def _trainings_bin(count: int) -> str:
+    for low, high in TRAININGS_BINS:
+        if low <= count <= high:
+            return str(low) if low == high else f"{low}+" if high == 10**9 else f"{low}-{high}"
+    return "0"
+
+
+def _coverage_table(runs: list[dict], field: str) -> str:
+    """ "key coverage (n)" cells of the runs' pooled [hits, total] per key."""
+    pooled: dict[str, list[int]] = {}
+    for r in runs:
+        for key, (hit, n) in r[field].items():
+            cell = pooled.setdefault(key, [0, 0])
+            cell[0] += hit
+            cell[1] += n
+    def order(key: str) -> tuple[int, str]:
+        return (int(key.split("-")[0].rstrip("+")) if key[0].isdigit() else 0, key)
+
+    return ", ".join(f"{key} {pooled[key][0] / pooled[key][1]:.2f} ({pooled[key][1]})"
+                     for key in sorted(pooled, key=order))
 
 
 def timing() -> None:
@@ -255,6 +306,7 @@ def main() -> None:
           "| τ model | τ raw | noise sd | pair sd |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     started = time.perf_counter()
+    diagnostics: list[str] = []
     for policy in args.policies.split(","):
         per = {30: [], 60: []}
         for seed in range(args.runs):
@@ -283,6 +335,12 @@ def main() -> None:
                   f"| {avg('hv_raw'):.4f} ± {sem('hv_raw'):.4f} "
                   f"| {avg('tau_model'):.3f} | {avg('tau_raw'):.3f} | {avg('noise'):.4f} "
                   f"| {avg('pair'):.4f} |", flush=True)
+            diagnostics.append(
+                f"- {policy}, after {t} trainings: effect coverage per parameter: "
+                f"{_coverage_table(runs, 'by_parameter')}; by the trainings of the contrast's "
+                f"rarest value: {_coverage_table(runs, 'by_trainings')}")
+    print("\nWhere the effect intervals miss (coverage against the truth, number of effects):")
+    print("\n".join(diagnostics))
     print(f"\n({time.perf_counter() - started:.0f} s; policies: "
           + "; ".join(f"{p}: {POLICY_NAMES[p]}" for p in args.policies.split(",")) + ")")
 

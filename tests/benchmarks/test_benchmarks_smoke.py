@@ -105,6 +105,23 @@ def test_more_seeds_go_into_their_own_table_and_join_the_rows(tmp_path):
     assert answer_quality.load_rows(None) == published
 
 
+def test_answer_quality_says_where_its_intervals_miss():
+    """One simulated search on the published table: every effect is counted once in the
+    per-parameter and the per-rarest-value tallies, and their hits are the coverage's."""
+    import answer_quality
+
+    rows = answer_quality.load_rows(None)
+    (result,) = answer_quality.simulate(rows, poolbench.bench_space(), 0, (12,),
+                                        policy="default").values()
+    for field in ("by_parameter", "by_trainings"):
+        tally = result[field]
+        assert sum(n for _, n in tally.values()) == result["effects"] > 0
+        assert sum(hit for hit, _ in tally.values()) == round(
+            result["effect_cover"] * result["effects"])
+    assert set(result["by_parameter"]) == set(poolbench.bench_space().parameters())
+    assert set(result["by_trainings"]) <= {"1", "2-3", "4-7", "8-15", "16+"}
+
+
 def test_replay_quick(tiny_table, tmp_path, capsys):
     out = tmp_path / "replay"
     replay.main(["--quick", "--table", str(tiny_table), "--seeds", "2", "--cap", "8",
