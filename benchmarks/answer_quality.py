@@ -201,13 +201,14 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str,
                     extra = math.sqrt(sum(w * w * truth_var[k] for k, w in cells.items()))
                     half = 0.5 * (e.high - e.low)
                     centre = 0.5 * (e.high + e.low)
+                    covered = e.low <= true_effect <= e.high
                     total += 1
-                    hits += e.low <= true_effect <= e.high
+                    hits += covered
                     rarest = min(trained_with[v] for v in values if weights[v])
                     for table, key in ((by_parameter, name),
                                        (by_trainings, _trainings_bin(rarest))):
                         cell = table.setdefault(key, [0, 0])
-                        cell[0] += e.low <= true_effect <= e.high
+                        cell[0] += covered
                         cell[1] += 1
                     hits_noisy += abs(true_effect - centre) <= math.hypot(half, 1.959964 * extra)
                     if e.decided:
@@ -235,6 +236,7 @@ TRAININGS_BINS = ((1, 1), (2, 3), (4, 7), (8, 15), (16, 10**9))
 
 
 def _trainings_bin(count: int) -> str:
+    """The label of the bin of TRAININGS_BINS that ``count`` falls in ("1", "2-3", …, "16+")."""
     for low, high in TRAININGS_BINS:
         if low <= count <= high:
             return str(low) if low == high else f"{low}+" if high == 10**9 else f"{low}-{high}"
@@ -242,13 +244,15 @@ def _trainings_bin(count: int) -> str:
 
 
 def _coverage_table(runs: list[dict], field: str) -> str:
-    """ "key coverage (n)" cells of the runs' pooled [hits, total] per key."""
+    """The runs' [hits, total] of ``field`` pooled per key, as "key coverage (total)" cells:
+    parameters by name, bins in increasing order."""
     pooled: dict[str, list[int]] = {}
     for r in runs:
         for key, (hit, n) in r[field].items():
             cell = pooled.setdefault(key, [0, 0])
             cell[0] += hit
             cell[1] += n
+
     def order(key: str) -> tuple[int, str]:
         return (int(key.split("-")[0].rstrip("+")) if key[0].isdigit() else 0, key)
 
