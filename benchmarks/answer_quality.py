@@ -232,15 +232,13 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str,
     return results
 
 
-TRAININGS_BINS = ((1, 1), (2, 3), (4, 7), (8, 15), (16, 10**9))
+#: Bins of a contrast's rarest value's trainings: (lowest count, label), in increasing order.
+TRAININGS_BINS = ((1, "1"), (2, "2-3"), (4, "4-7"), (8, "8-15"), (16, "16+"))
 
 
 def _trainings_bin(count: int) -> str:
-    """The label of the bin of TRAININGS_BINS that ``count`` falls in ("1", "2-3", …, "16+")."""
-    for low, high in TRAININGS_BINS:
-        if low <= count <= high:
-            return str(low) if low == high else f"{low}+" if high == 10**9 else f"{low}-{high}"
-    return "0"
+    """The label of the bin of TRAININGS_BINS that ``count`` falls in ("0" below the first)."""
+    return next((label for low, label in reversed(TRAININGS_BINS) if count >= low), "0")
 
 
 def _coverage_table(runs: list[dict], field: str) -> str:
@@ -253,8 +251,10 @@ def _coverage_table(runs: list[dict], field: str) -> str:
             cell[0] += hit
             cell[1] += n
 
+    bins = ["0", *(label for _, label in TRAININGS_BINS)]
+
     def order(key: str) -> tuple[int, str]:
-        return (int(key.split("-")[0].rstrip("+")) if key[0].isdigit() else 0, key)
+        return (bins.index(key) if key in bins else 0, key)
 
     return ", ".join(f"{key} {pooled[key][0] / pooled[key][1]:.2f} ({pooled[key][1]})"
                      for key in sorted(pooled, key=order))

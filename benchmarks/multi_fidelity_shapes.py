@@ -82,13 +82,17 @@ def study_summary(storage: str, name: str, schedule) -> dict:
             "architectures": len(architectures - {None}), "max_flops": max(flops, default=0)}
 
 
+def binomial_sd(accuracy: float, examples: int) -> float:
+    """A test accuracy's binomial sd over its test images: one test, no seed scatter."""
+    return math.sqrt(accuracy * (1 - accuracy) / examples)
+
+
 def table(args, names, reference: int, results: dict, together: bool) -> str:
     """The comparison as a Markdown paragraph and table."""
 
     def sd(accuracy: float, r: dict) -> str:
-        """A test accuracy's binomial sd over the test images: one test, no seed scatter."""
         n = r["test_examples"]
-        return f" ± {math.sqrt(accuracy * (1 - accuracy) / n):.3f}" if n else ""
+        return f" ± {binomial_sd(accuracy, n):.3f}" if n else ""
 
     lines = [
         f"Shapes folder `{args.data}` at {args.image_size}, each search `--timeout "
@@ -118,9 +122,8 @@ def table(args, names, reference: int, results: dict, together: bool) -> str:
     first, second = (results[n] for n in names)
     if first["test_examples"] and second["test_examples"]:
         gap = first["best_test_accuracy"] - second["best_test_accuracy"]
-        spread = math.hypot(*(
-            math.sqrt(r["best_test_accuracy"] * (1 - r["best_test_accuracy"]) / r["test_examples"])
-            for r in (first, second)))
+        spread = math.hypot(*(binomial_sd(r["best_test_accuracy"], r["test_examples"])
+                              for r in (first, second)))
         lines += ["", f"Best test accuracy, {names[0]} − {names[1]}: {gap:+.3f} ± {spread:.3f} "
                       f"(the two binomial sds combined: {abs(gap) / spread:.1f} sds apart; "
                       f"another search seed could move either by more)."]
