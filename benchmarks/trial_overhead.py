@@ -7,6 +7,11 @@ batch 64, Adam 3e-3) on architectures of the default space:
   (:func:`poolnas.evaluators.fuse_updates`) vs Keras' own update, alternating per architecture
   (the order flips every architecture): first epoch (the trace), a steady epoch, the whole
   ``fit``, and the validation accuracy of both (equal up to float rounding of the update).
+- ``loop``: poolnas' training loop (:func:`poolnas.evaluators.train_model`: its own traced
+  step) vs Keras' ``fit`` as the evaluator called it before (the same model, compiled with the
+  fused update and the accuracy metric, over the same batches), alternating per architecture:
+  first epoch, a steady epoch, the whole training, and whether the trained weights are the same
+  (they are, bit for bit, on CPU).
 - ``gc``: ``keras.backend.clear_session()`` (a full garbage collection) after a model build,
   with the start-up objects frozen (:func:`poolnas.spaces.freeze_startup_objects`, what a
   search does) vs not, alternating (``gc.unfreeze()`` in between).
@@ -73,6 +78,39 @@ def measure_update(data, budget, archs) -> list[dict[str, Any]]:
             model = fresh_model(arch, data, budget, seed=0)
             rows.append({"arch": arch.key, "fused": fused, **_fit(model, data, budget,
                                                                   fused=fused)})
+    return rows
+
+
+def measure_loop(data, budget, archs) -> list[dict[str, Any]]:
+    import keras
+    import numpy as np
+
+    from poolnas.evaluators import fresh_model, fuse_updates, train_model
+
+    rows = []
+    for i, arch in enumerate(archs):
+        trained = {}
+        for loop in (("fit", "poolnas") if i % 2 == 0 else ("poolnas", "fit")):
+            model = fresh_model(arch, data, budget, seed=0)
+            if loop == "poolnas":
+                _, info = train_model(model, data, budget, seed=0)
+                epochs = list(info["epoch_seconds"])
+            else:  # What the evaluator ran before its own loop, scoring aside.
+                keras.utils.set_random_seed(0)
+                model.compile(optimizer=fuse_updates(budget.make_optimizer()),
+                              loss="sparse_categorical_crossentropy",
+                              metrics=[keras.metrics.SparseCategoricalAccuracy()])
+                model.optimizer.build(model.trainable_variables)
+                timer = _epoch_timer()
+                model.fit(data.train_dataset(budget.batch_size, seed=0), epochs=budget.epochs,
+                          verbose=0, shuffle=False, callbacks=[timer])
+                epochs = timer.seconds
+            trained[loop] = model.get_weights()
+            rows.append({"arch": arch.key, "loop": loop, "first_epoch": epochs[0],
+                         "steady_epoch": statistics.median(epochs[1:]), "train": sum(epochs)})
+        same = all(np.array_equal(a, b) for a, b in zip(trained["fit"], trained["poolnas"]))
+        for row in rows[-2:]:
+            row["same_weights"] = same
     return rows
 
 
@@ -155,7 +193,7 @@ def measure_startup(workdir: Path) -> dict[str, Any]:
     return result
 
 
-def summarise(update, clears, study, startup=None) -> str:
+def summarise(update, clears, study, startup=None, loop=None) -> str:
     def med(rows, key, **where):
         values = [r[key] for r in rows if all(r[k] == v for k, v in where.items())]
         return statistics.median(values)
@@ -171,6 +209,24 @@ def summarise(update, clears, study, startup=None) -> str:
     saved = med(update, "fit", fused=False) - med(update, "fit", fused=True)
     lines.append(f"\nFused / Keras' first epoch: {ratio:.2f}; fit {saved:+.3f} s saved per "
                  f"training (medians over {len(update) // 2} architectures).\n")
+    if loop:
+        lines += ["| training loop | first epoch s | steady epoch s | training s | "
+                  "same weights |", "|---|---:|---:|---:|---|"]
+        for name, label in (("fit", "Keras' `fit`"), ("poolnas", "poolnas' own step")):
+            same = all(r["same_weights"] for r in loop if r["loop"] == name)
+            lines.append(f"| {label} | {med(loop, 'first_epoch', loop=name):.3f} | "
+                         f"{med(loop, 'steady_epoch', loop=name):.3f} | "
+                         f"{med(loop, 'train', loop=name):.3f} | "
+                         f"{'yes' if same else 'NO'} |")
+        pairs = {}
+        for r in loop:
+            pairs.setdefault(r["arch"], {})[r["loop"]] = r["train"]
+        saved = [p["fit"] - p["poolnas"] for p in pairs.values()]
+        first = (med(loop, "first_epoch", loop="poolnas")
+                 / med(loop, "first_epoch", loop="fit"))
+        lines.append(f"\npoolnas' loop saves {statistics.median(saved):.3f} s per training "
+                     f"(median over {len(saved)} architectures; range {min(saved):+.3f} to "
+                     f"{max(saved):+.3f} s); first epoch ratio {first:.2f}.\n")
     lines += ["| clear_session after a build | seconds (median) | objects the collector tracks |",
               "|---|---:|---:|"]
     for frozen, name in ((False, "start-up objects not frozen"), (True, "frozen (poolnas)")):
@@ -221,12 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()  # As in a search, for both sides of the update comparison.
     update = measure_update(data, budget, archs)
-    text = summarise(update, clears, study, startup)
+    loop = measure_loop(data, budget, archs)
+    text = summarise(update, clears, study, startup, loop)
     print(text)
     if args.out is not None:
         args.out.with_suffix(".md").write_text(text + "\n")
         args.out.with_suffix(".json").write_text(json.dumps(
-            {"update": update, "gc": clears, "study": study, "startup": startup,
+            {"update": update, "loop": loop, "gc": clears, "study": study, "startup": startup,
              "epochs": budget.epochs}, indent=1))
     return 0
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import TrialState
 
 from poolnas.search import (
+    MORE_TRAININGS_HORIZON,
     STUDY_ATTR,
     ChoiceEffect,
     StudyModel,
@@ -96,8 +97,9 @@ class ChoiceStat:
         decided: Whether that interval excludes zero.
         flops_ratio: Exact FLOPs with this choice / with the others (geometric mean over the
             same architectures).
-        more_trainings: Roughly how many more trainings would decide it (None: decided or
-            unknown).
+        more_trainings: Roughly how many more trainings would decide it (None: decided, or
+            more than :data:`~poolnas.search.MORE_TRAININGS_HORIZON` times the study's
+            trainings: this budget's scale will not).
     """
 
     point: int
@@ -580,8 +582,8 @@ def _model_sentences(point: int, kind: str, pairs: Sequence[ChoiceEffect]) -> li
                           for e in open_)
         more = [e.more_trainings for e in open_ if e.more_trainings is not None]
         hint = (f"; roughly {min(more)} more trainings might decide the closest"
-                if more else "; the effects are too close to zero to say how many more "
-                "trainings would")
+                if more else f"; the effects are too close to zero for even "
+                f"{MORE_TRAININGS_HORIZON}× this study's trainings to decide them")
         lines.append(f"at point {point}, the budget cannot tell these {kind}s apart: "
                      f"{names}{hint}")
     return lines

@@ -42,9 +42,10 @@ from poolnas.evaluators._training import (
     Evaluation,
     TrialDiverged,
     _score,
+    _train_members,
     fuse_updates,
 )
-from poolnas.spaces import build_model, release_training_graphs
+from poolnas.spaces import build_model
 
 if TYPE_CHECKING:
     from poolnas.evaluators._data import Dataset
@@ -87,7 +88,6 @@ def evaluate_architectures(
         ValueError: ``seeds`` (or ``models``) does not have one entry per candidate.
     """
     import keras
-    import tensorflow as tf
 
     if len(seeds) != len(archs) or (models is not None and len(models) != len(archs)):
         raise ValueError("evaluate_architectures needs one seed (and model) per candidate")
@@ -136,57 +136,10 @@ def evaluate_architectures(
         )
         model.optimizer.build(model.trainable_variables)
     compile_seconds = time.perf_counter() - tick
-    count = len(members)
-    loss_sums = tf.Variable(tf.zeros([count], tf.float32), trainable=False)
-    variables = [model.trainable_variables for _, _, model in members]
-
-    def step(batches):
-        with tf.GradientTape() as tape:
-            losses, scaled = [], []
-            for (_, _, model), (x, y) in zip(members, batches):
-                loss = model._compute_loss(x=x, y=y, y_pred=model(x, training=True),
-                                           training=True)
-                losses.append(tf.cast(loss, tf.float32))
-                scaled.append(model.optimizer.scale_loss(loss))
-            total = tf.add_n([tf.cast(s, tf.float32) for s in scaled])
-        gradients = tape.gradient(total, variables)
-        for (_, _, model), grads, weights in zip(members, gradients, variables):
-            model.optimizer.apply_gradients(zip(grads, weights))
-        loss_sums.assign_add(tf.stack(losses))
-
-    # One trace for the whole array; reduce_retracing keeps it one (every batch is full).
-    traced = tf.function(step, reduce_retracing=True, autograph=False)
-    dataset = tf.data.Dataset.zip(tuple(_batches(data, budget, seed) for _, seed, _ in members))
-    epoch_seconds: list[float] = []
-    diverged: dict[int, tuple[int, float]] = {}  # member -> (epoch, loss)
-    tick = time.perf_counter()
-    with release_training_graphs():
-        for epoch in range(budget.epochs):
-            begun = time.perf_counter()
-            loss_sums.assign(tf.zeros([count], tf.float32))
-            steps = 0
-            if epoch:
-                # Keras' fit opens the dataset twice per epoch after the first (it discards
-                # one iterator), and each opening reshuffles: epoch e trains on the dataset's
-                # order 2e - 1. Skipping one order here keeps each member's batches exactly
-                # those it gets when trained alone.
-                iter(dataset)
-            for batches in dataset:
-                if interrupted is not None and interrupted():
-                    raise KeyboardInterrupt("stopped")
-                traced(batches)
-                steps += 1
-            means = loss_sums.numpy() / max(steps, 1)
-            epoch_seconds.append(time.perf_counter() - begun)
-            for m, value in enumerate(means):
-                if m not in diverged and not math.isfinite(float(value)):
-                    diverged[m] = (epoch + 1, float(value))
-            if len(diverged) == count:
-                break
-    fit_seconds = time.perf_counter() - tick
-    trace = 0.0
-    if len(epoch_seconds) > 1:
-        trace = max(0.0, epoch_seconds[0] - statistics.median(epoch_seconds[1:]))
+    trained = _train_members([model for _, _, model in members],
+                             [seed for _, seed, _ in members], data, budget,
+                             interrupted=interrupted)
+    fit_seconds, trace, diverged = trained.seconds, trained.trace, trained.diverged
 
     # ---------------------------------------------------------------- score, per candidate
     accuracies: dict[int, list[float]] = {}
@@ -235,12 +188,3 @@ def evaluate_architectures(
         )
     return list(outcomes)  # type: ignore[arg-type]
 
-
-def _batches(data: Dataset, budget: Budget, seed: int) -> Any:
-    """A member's training batches, ordered as :func:`~poolnas.evaluators.train_model` orders
-    them: tf.data's shuffle combines its own seed with TensorFlow's global one, which training
-    alone sets to the member's seed just before."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    return data.train_dataset(budget.batch_size, seed=seed)

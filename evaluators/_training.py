@@ -18,6 +18,13 @@ manager, so memory stays flat over a long search (measured in ``docs/benchmarks.
 The optimizer's update is TensorFlow's fused kernel (:func:`fuse_updates`): the same Adam or
 momentum step as Keras', traced in half the time.
 
+Training is poolnas' own traced step (:func:`_train_members`), not ``model.fit``: the same
+forward pass, loss, gradient and update over the same batches — the weights are bit for bit
+``fit``'s on CPU (tested) — without what ``fit`` adds per step and a trial never reads (the
+compiled metrics, the loss tracker, the callbacks). It traces faster and steps faster
+(``benchmarks/trial_overhead.py``, "loop"). One model or several
+(:func:`~poolnas.evaluators.evaluate_architectures`) train in the same loop.
+
 Validation and test scores are computed by calling the model eagerly on large batches, not with
 ``model.evaluate``: that would trace a test step for every model (0.3–0.6 s on digits, more than
 the evaluation itself), and a trial scores its model once.
@@ -25,7 +32,6 @@ the evaluation itself), and a trial scores its model once.
 
 from __future__ import annotations
 
-import functools
 import math
 import statistics
 import time
@@ -420,39 +426,127 @@ class TrainingState:
 
 
 # ---------------------------------------------------------------------------------------- internals
-@functools.cache
-def _monitor_class() -> type:
-    """A callback that times epochs and stops training when an epoch's mean loss is not finite.
+#: Iterators Keras 3's ``fit`` makes of a training pipeline per epoch (without
+#: ``steps_per_epoch``): one as each epoch begins, and one as it ends (for a next epoch that
+#: does not use it). Each draws a new shuffle order, so epoch ``k`` of a training sees the
+#: ``2k - 1``-th order of its pipeline. A continued training skips as many
+#: (``tests/evaluators/test_training.py`` checks it gives the uninterrupted weights).
+_ITERATORS_PER_EPOCH = 2
 
-    It looks at epoch ends only: a per-batch callback would make Keras fetch every batch's
-    loss synchronously. A mean that includes a NaN is NaN, so no divergence is missed.
+
+@dataclass(frozen=True)
+class _Trained:
+    """What :func:`_train_members` did.
+
+    Attributes:
+        epoch_seconds: Wall time of each epoch trained.
+        losses: Per member, its mean training loss of each epoch trained.
+        diverged: Member index → (epoch from 1, loss) where its epoch's mean loss was not finite.
+        seconds: Wall time of the whole training.
+        trace: The first epoch minus a steady one (tracing and graph optimisation); 0 with one
+            epoch, where it is part of the first.
     """
+
+    epoch_seconds: tuple[float, ...]
+    losses: tuple[tuple[float, ...], ...]
+    diverged: dict[int, tuple[int, float]]
+    seconds: float
+    trace: float
+
+
+def _train_members(
+    models: list[keras.Model], seeds: list[int], data: Dataset, budget: Budget, *,
+    start: int = 0, interrupted: Callable[[], bool] | None = None,
+) -> _Trained:
+    """Train compiled ``models`` (their optimizers built) from epoch ``start`` to
+    ``budget.epochs``, all in one traced step; model ``m`` on the batch order of ``seeds[m]``.
+
+    This is poolnas' training loop, for one model (:func:`train_model`,
+    :func:`evaluate_architecture`, :func:`retrain_and_test`) and for several
+    (:func:`~poolnas.evaluators.evaluate_architectures`). The step is what Keras' ``fit``
+    traces, less what a trial does not use (the compiled metrics, the loss tracker, the
+    callbacks): each model's forward pass, its compiled loss (``_compute_loss``: the loss and
+    the model's own losses) scaled by its optimizer, one gradient of the sum of the losses
+    (each model's own: no loss reaches another model's weights) and each model's update. Its
+    trace is about a third shorter than ``fit``'s and its steps are faster
+    (``benchmarks/trial_overhead.py``), and a model trained here has the weights, bit for bit on
+    CPU, that ``model.fit`` gives it over the same batches
+    (``tests/evaluators/test_training.py``), so tables built with ``fit`` still hold.
+
+    Each model's batches come in the order ``fit`` draws them: Keras 3's ``fit`` opens the
+    pipeline twice per epoch (:data:`_ITERATORS_PER_EPOCH`) and each opening reshuffles, so this
+    loop skips one order between epochs, and ``2 * start`` before continuing a training.
+
+    ``interrupted`` is asked before every step (True raises :class:`KeyboardInterrupt`). A
+    model whose epoch loss is not finite is recorded in ``diverged``; its arithmetic goes on
+    (its weights are its own) and training stops once every model has diverged.
+    """
+    import tensorflow as tf
+
+    count = len(models)
+    loss_sums = tf.Variable(tf.zeros([count], tf.float32), trainable=False)
+    variables = [model.trainable_variables for model in models]
+
+    def step(batches):
+        with tf.GradientTape() as tape:
+            losses, scaled = [], []
+            for model, (x, y) in zip(models, batches):
+                loss = model._compute_loss(x=x, y=y, y_pred=model(x, training=True),
+                                           training=True)
+                losses.append(tf.cast(loss, tf.float32))
+                scaled.append(model.optimizer.scale_loss(loss))
+            total = tf.add_n([tf.cast(s, tf.float32) for s in scaled])
+        gradients = tape.gradient(total, variables)
+        for model, grads, weights in zip(models, gradients, variables):
+            model.optimizer.apply_gradients(zip(grads, weights))
+        loss_sums.assign_add(tf.stack(losses))
+
+    # One trace for the whole training; reduce_retracing keeps it one (every batch is full).
+    traced = tf.function(step, reduce_retracing=True, autograph=False)
+    dataset = tf.data.Dataset.zip(tuple(_batches(data, budget, seed) for seed in seeds))
+    for _ in range(start * _ITERATORS_PER_EPOCH):
+        iter(dataset)  # The orders of the epochs already trained.
+    epoch_seconds: list[float] = []
+    losses: list[list[float]] = [[] for _ in models]
+    diverged: dict[int, tuple[int, float]] = {}
+    tick = time.perf_counter()
+    with release_training_graphs():
+        for epoch in range(start, budget.epochs):
+            begun = time.perf_counter()
+            loss_sums.assign(tf.zeros([count], tf.float32))
+            steps = 0
+            if epoch > start:
+                iter(dataset)  # The order fit draws and discards as an epoch ends.
+            for batches in dataset:
+                if interrupted is not None and interrupted():
+                    raise KeyboardInterrupt("stopped")
+                traced(batches)
+                steps += 1
+            means = loss_sums.numpy() / max(steps, 1)
+            epoch_seconds.append(time.perf_counter() - begun)
+            for m, value in enumerate(means):
+                losses[m].append(float(value))
+                if m not in diverged and not math.isfinite(float(value)):
+                    diverged[m] = (epoch + 1, float(value))
+            if len(diverged) == count:
+                break
+    seconds = time.perf_counter() - tick
+    trace = 0.0
+    if len(epoch_seconds) > 1:
+        trace = max(0.0, epoch_seconds[0] - statistics.median(epoch_seconds[1:]))
+    return _Trained(epoch_seconds=tuple(epoch_seconds),
+                    losses=tuple(tuple(v) for v in losses), diverged=diverged,
+                    seconds=seconds, trace=trace)
+
+
+def _batches(data: Dataset, budget: Budget, seed: int) -> Any:
+    """A model's training batches in the order of ``seed``: tf.data's shuffle combines its own
+    seed with TensorFlow's global one, which this sets to ``seed`` first (as every training
+    does before building its model)."""
     import keras
 
-    class Monitor(keras.callbacks.Callback):
-        def __init__(self, interrupted=None):
-            super().__init__()
-            self.epoch_seconds: list[float] = []
-            self.diverged: tuple[int, float] | None = None
-            self._start = 0.0
-            self._interrupted = interrupted
-
-        def on_train_batch_begin(self, batch, logs=None):
-            # (A batch-begin hook keeps Keras' asynchronous logs: only batch-end hooks sync.)
-            if self._interrupted is not None and self._interrupted():
-                raise KeyboardInterrupt("stopped")
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.epoch_seconds.append(time.perf_counter() - self._start)
-            loss = float((logs or {}).get("loss", math.nan))
-            if not math.isfinite(loss):
-                self.diverged = (epoch + 1, loss)
-                self.model.stop_training = True
-
-    return Monitor
+    keras.utils.set_random_seed(seed)
+    return data.train_dataset(budget.batch_size, seed=seed)
 
 
 #: Examples per eager inference call when scoring (inference keeps no activations for a backward
@@ -461,13 +555,6 @@ _SCORE_BATCH = 256
 #: Keras clips probabilities to [ε, 1 − ε] before the log in its cross-entropy.
 _EPSILON = 1e-7
 
-
-#: Iterators Keras 3's ``fit`` makes of a training pipeline per epoch (without
-#: ``steps_per_epoch``): one as each epoch begins, and one as it ends (for a next epoch that
-#: does not use it). Each draws a new shuffle order, so epoch ``k`` of a training sees the
-#: ``2k - 1``-th order of its pipeline. A continued training skips as many
-#: (``tests/evaluators/test_training.py`` checks it gives the uninterrupted weights).
-_ITERATORS_PER_EPOCH = 2
 
 
 def _score(model: keras.Model, batches) -> dict[str, float]:
@@ -503,9 +590,8 @@ def _train_and_score(
     keras.utils.set_random_seed(seed)
     tick = time.perf_counter()
     # Variables created inside the first traced step make TensorFlow trace it twice, so the
-    # metric is an object (its variables exist now, not when Keras first updates it) and the
-    # optimizer is built before fit. With full training batches the step is traced once:
-    # 1.8 s instead of 4 s for the first epoch of a digits trial.
+    # optimizer is built before training. (The metric is compiled for the saved model's
+    # configuration, which a user may load and fit; the training step does not update it.)
     model.compile(
         optimizer=fuse_updates(budget.make_optimizer()),
         loss="sparse_categorical_crossentropy",
@@ -516,29 +602,10 @@ def _train_and_score(
         state.restore(model)
     compile_seconds = time.perf_counter() - tick
 
-    monitor = _monitor_class()(interrupted)
-    tick = time.perf_counter()
-    # TensorFlow would keep each traced training step (about 15 MiB for a digits model) for the
-    # life of the process when Keras' own update registers it; fused updates register nothing,
-    # and this releases what an optimizer that is not fused registers.
-    batches = data.train_dataset(budget.batch_size, seed=seed)
-    start = 0 if state is None else state.epochs
-    for _ in range(start * _ITERATORS_PER_EPOCH):
-        # Each iterator of the pipeline draws the next order from its seed: skipping those of
-        # the epochs already trained gives the batches an uninterrupted training sees next.
-        iter(batches)
-    with release_training_graphs():
-        history = model.fit(
-            batches,
-            initial_epoch=start,
-            epochs=budget.epochs,
-            shuffle=False,  # the pipeline reshuffles, with the seed
-            verbose=0,
-            callbacks=[monitor],
-        )
-    fit_seconds = time.perf_counter() - tick
-    if monitor.diverged is not None:
-        epoch, loss = monitor.diverged
+    trained = _train_members([model], [seed], data, budget,
+                             start=0 if state is None else state.epochs, interrupted=interrupted)
+    if trained.diverged:
+        epoch, loss = trained.diverged[0]
         raise TrialDiverged(
             f"training diverged at epoch {epoch} (loss {loss}); try a lower learning rate",
             epoch=epoch,
@@ -555,19 +622,15 @@ def _train_and_score(
             loss=scores["loss"],
         )
 
-    epochs = monitor.epoch_seconds
-    trace = 0.0
-    if len(epochs) > 1:
-        trace = max(0.0, epochs[0] - statistics.median(epochs[1:]))
     info = {
         "seconds": {
             "compile": compile_seconds,
-            "trace": trace,
-            "train": fit_seconds - trace,
+            "trace": trained.trace,
+            "train": trained.seconds - trained.trace,
             "evaluate": evaluate_seconds,
         },
-        "epoch_seconds": tuple(epochs),
-        "losses": tuple(float(v) for v in history.history["loss"]),
+        "epoch_seconds": trained.epoch_seconds,
+        "losses": trained.losses[0],
         f"{split}_loss": float(scores["loss"]),
     }
     return float(scores["accuracy"]), info

@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from poolnas.search._accuracy_model import (
+    MORE_TRAININGS_HORIZON,
     AccuracyModel,
     ArchitectureEstimate,
     ChoiceEffect,
@@ -43,6 +44,7 @@ from poolnas.search._accuracy_model import (
     dominance_probabilities,
     fit_accuracy_model,
     model_fields,
+    more_trainings,
 )
 from poolnas.search._config import DEFAULT_STORAGE, SearchConfig
 from poolnas.search._costs import COSTS, MAX_CANDIDATES, CostModel
@@ -121,6 +123,8 @@ __all__ = [
     "dominance_probabilities",
     "fit_accuracy_model",
     "model_fields",
+    "more_trainings",
+    "MORE_TRAININGS_HORIZON",
     "Candidate",
     "COSTS",
     "CostModel",

@@ -545,8 +545,9 @@ class ChoiceEffect:
         decided: Whether the interval excludes zero.
         flops_ratio: Exact FLOPs with ``choice`` / FLOPs with the other(s), geometric mean over
             the same architectures.
-        more_trainings: Roughly how many more trainings would decide it (None: decided, or the
-            effect is too close to zero to say).
+        more_trainings: Roughly how many more trainings would decide it
+            (:func:`more_trainings`; None: decided, or more than
+            :data:`MORE_TRAININGS_HORIZON` times the trainings so far).
     """
 
     point: int
@@ -568,6 +569,25 @@ class ChoiceEffect:
 
 
 Z95 = 1.959963984540054
+#: ``more_trainings`` is given only up to this many times the trainings so far: further out, an
+#: effect of a tenth of its sd would read as tens of thousands of trainings, a number that means
+#: only "this budget will not tell them apart".
+MORE_TRAININGS_HORIZON = 10
+
+
+def more_trainings(trainings: int, effect: float, sd: float) -> int | None:
+    """Roughly how many more trainings would move an undecided ``effect`` (posterior sd ``sd``
+    after ``trainings``) out of its 95 % interval's reach of zero: the sd shrinking as one over
+    the square root of the trainings, the effect staying where it is. Two significant figures
+    (it is rough); None beyond :data:`MORE_TRAININGS_HORIZON` times ``trainings``."""
+    target = abs(effect) / Z95
+    if target <= 0 or sd <= 0:
+        return None
+    more = max(1, math.ceil(max(trainings, 1) * ((sd / target) ** 2 - 1)))
+    if more > MORE_TRAININGS_HORIZON * max(trainings, 1):
+        return None
+    digits = max(0, len(str(more)) - 2)
+    return int(round(more, -digits)) if digits else more
 
 
 def mixture_interval(weights: np.ndarray, means: np.ndarray, sds: np.ndarray,
@@ -672,9 +692,7 @@ class StudyModel:
             decided = low > 0 or high < 0
             more = None
             if not decided and abs(effect) > 1e-6 and sd > 0:
-                target = abs(effect) / Z95
-                more = int(math.ceil(self.trainings * ((sd / target) ** 2 - 1)))
-                more = max(more, 1)
+                more = more_trainings(self.trainings, effect, sd)
             out.append(ChoiceEffect(point, kind, values[i], None if j is None else values[j],
                                     effect, low, high, decided, ratio, more))
         return out

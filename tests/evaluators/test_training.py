@@ -154,6 +154,29 @@ def test_train_model_reports_losses_and_seconds(digits) -> None:
     assert set(info["seconds"]) == {"compile", "trace", "train", "evaluate"}
 
 
+@pytest.mark.parametrize(("optimizer", "augment"), [("adam", False), ("sgd", True)])
+def test_poolnas_training_gives_the_weights_and_losses_of_keras_fit(digits, optimizer,
+                                                                    augment) -> None:
+    """poolnas trains with its own traced step, not ``model.fit``: three epochs (so two
+    reshuffles between epochs) give bit for bit the weights, optimizer slots and epoch losses
+    that Keras' fit gives the same model over the same batches. The PoolBench tables were
+    built with fit; a search trial of the same seed must still score what they hold."""
+    budget = Budget(epochs=3, batch_size=128, optimizer=optimizer, augment=augment)
+    ours = fresh_model(ARCH, digits, budget, seed=9)
+    _, info = train_model(ours, digits, budget, seed=9)
+    theirs = fresh_model(ARCH, digits, budget, seed=9)
+    keras.utils.set_random_seed(9)
+    theirs.compile(optimizer=fuse_updates(budget.make_optimizer()),
+                   loss="sparse_categorical_crossentropy")
+    theirs.optimizer.build(theirs.trainable_variables)
+    history = theirs.fit(digits.train_dataset(128, seed=9), epochs=3, verbose=0, shuffle=False)
+    for a, b in zip(ours.get_weights(), theirs.get_weights(), strict=True):
+        assert np.array_equal(a, b)
+    for a, b in zip(ours.optimizer.variables, theirs.optimizer.variables, strict=True):
+        assert np.array_equal(a.numpy(), b.numpy())
+    assert info["losses"] == pytest.approx(history.history["loss"], rel=1e-6)
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_divergence_raises(digits, optimizer) -> None:
     budget = Budget(epochs=3, batch_size=128, learning_rate=1e12, optimizer=optimizer)
