@@ -10,9 +10,7 @@ seeds (the table's real seed noise). After 30 and 60 trainings the model
 - coverage: share of trained architectures whose 95 % interval holds the mean validation
   accuracy over the table's seeds, and the same for every choice effect (op / skip at each
   point vs the rest and pairwise, :meth:`poolnas.search.StudyModel.effects`);
-- wrong sign: share of *decided* effect claims (interval excludes 0, also with any one trained
-  architecture left out) whose sign is wrong, and the same for the *leaning* ones (interval
-  excludes 0, but only thanks to one architecture's trainings);
+- wrong sign: share of *decided* effect claims (interval excludes 0) whose sign is wrong;
 - true hypervolume (mean test accuracy, exact FLOPs) of the reported front: the posterior-mean
   front of the default policy (model with interactions, re-evaluation on) against today's
   (additive model, no re-evaluation, the raw accuracies' front);
@@ -174,7 +172,6 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str,
         params = {k: params_of[k] for k in keys}
         study_model = StudyModel(space, flops_of, model, {}, params)
         hits = hits_noisy = claims = wrong = sure_claims = sure_wrong = total = 0
-        leaning = leaning_wrong = 0
         # Coverage per parameter and by how often the rarest value of a contrast was trained:
         # [hits, total] (where the intervals miss, not only how often).
         by_parameter: dict[str, list[int]] = {}
@@ -214,9 +211,6 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str,
                         cell[0] += covered
                         cell[1] += 1
                     hits_noisy += abs(true_effect - centre) <= math.hypot(half, 1.959964 * extra)
-                    if e.leaning:
-                        leaning += 1
-                        leaning_wrong += (e.effect > 0) != (true_effect > 0)
                     if e.decided:
                         claims += 1
                         wrong += (e.effect > 0) != (true_effect > 0)
@@ -228,7 +222,6 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str,
         results[target] = dict(
             cover=cover, cover_noisy=cover_noisy, effect_cover=hits / total,
             effect_cover_noisy=hits_noisy / total, effects=total, claims=claims, wrong=wrong,
-            leaning=leaning, leaning_wrong=leaning_wrong,
             sure_claims=sure_claims, sure_wrong=sure_wrong, by_parameter=by_parameter,
             by_trainings=by_trainings,
             hv_model=hv["model"], hv_raw=hv["raw"],
@@ -313,10 +306,9 @@ def main() -> None:
     space = poolbench.bench_space()
     print("| policy | trainings | runs | unique archs | arch 95 % coverage (vs noisy truth) "
           "| effect 95 % coverage (vs noisy truth) | decided claims (wrong sign) "
-          "| leaning claims (wrong sign) "
           "| of them, truth's sign sure (wrong) | true HV, model front | true HV, raw front "
           "| τ model | τ raw | noise sd | pair sd |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     started = time.perf_counter()
     diagnostics: list[str] = []
     for policy in args.policies.split(","):
@@ -339,14 +331,10 @@ def main() -> None:
             sure = sum(r["sure_claims"] for r in runs)
             sure_wrong = sum(r["sure_wrong"] for r in runs)
             sure_share = f"{sure_wrong / sure:.0%}" if sure else "-"
-            lean = sum(r["leaning"] for r in runs)
-            lean_wrong = sum(r["leaning_wrong"] for r in runs)
-            lean_share = f"{lean_wrong / lean:.0%}" if lean else "-"
             print(f"| {policy} | {t} | {len(runs)} | {avg('unique'):.1f} | {avg('cover'):.3f} "
                   f"({avg('cover_noisy'):.3f}) "
                   f"| {avg('effect_cover'):.3f} ({avg('effect_cover_noisy'):.3f}) "
-                  f"| {claims} ({wrong}, {share}) | {lean} ({lean_wrong}, {lean_share}) "
-                  f"| {sure} ({sure_wrong}, {sure_share}) "
+                  f"| {claims} ({wrong}, {share}) | {sure} ({sure_wrong}, {sure_share}) "
                   f"| {avg('hv_model'):.4f} ± {sem('hv_model'):.4f} "
                   f"| {avg('hv_raw'):.4f} ± {sem('hv_raw'):.4f} "
                   f"| {avg('tau_model'):.3f} | {avg('tau_raw'):.3f} | {avg('noise'):.4f} "

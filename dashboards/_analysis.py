@@ -94,15 +94,12 @@ class ChoiceStat:
             None without a model.
         effect_low: Lower end of its 95 % credible interval.
         effect_high: Upper end.
-        decided: Whether that interval excludes zero, also with any one trained
-            architecture left out.
+        decided: Whether that interval excludes zero.
         flops_ratio: Exact FLOPs with this choice / with the others (geometric mean over the
             same architectures).
-        more_trainings: Roughly how many more trainings would decide it (None: decided,
-            leaning, or more than :data:`~poolnas.search.MORE_TRAININGS_HORIZON` times the
-            study's trainings: this budget's scale will not).
-        rests_on: The architecture whose trainings alone make the interval exclude zero (a
-            leaning claim, :attr:`poolnas.search.ChoiceEffect.rests_on`), else None.
+        more_trainings: Roughly how many more trainings would decide it (None: decided, or
+            more than :data:`~poolnas.search.MORE_TRAININGS_HORIZON` times the study's
+            trainings: this budget's scale will not).
     """
 
     point: int
@@ -123,7 +120,6 @@ class ChoiceStat:
     decided: bool | None = None
     flops_ratio: float | None = None
     more_trainings: int | None = None
-    rests_on: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The row as plain JSON values."""
@@ -137,7 +133,6 @@ class ChoiceStat:
             "effect": self.effect, "effect_low": self.effect_low,
             "effect_high": self.effect_high, "decided": self.decided,
             "flops_ratio": self.flops_ratio, "more_trainings": self.more_trainings,
-            "rests_on": self.rests_on,
         }
 
 
@@ -426,7 +421,6 @@ def analyse_choices(trials: Iterable[FrozenTrial], *,
                     decided=None if e is None else e.decided,
                     flops_ratio=None if e is None else e.flops_ratio,
                     more_trainings=None if e is None else e.more_trainings,
-                    rests_on=None if e is None else e.rests_on,
                     point=point, kind=kind, choice=choice,
                     trials=len(trained),
                     infeasible=len(mine) - len(trained),
@@ -570,26 +564,19 @@ def _interval(e: ChoiceEffect) -> str:
 
 def _model_sentences(point: int, kind: str, pairs: Sequence[ChoiceEffect]) -> list[str]:
     """The model's verdict for one point and kind: a winner only where the 95 % interval
-    excludes zero with any one trained architecture left out; a lead that one architecture's
-    trainings make alone, naming it; else that the budget cannot tell them apart (and how many
-    trainings might)."""
+    excludes zero, else that the budget cannot tell them apart (and how many trainings might)."""
     lines = []
     for e in pairs:
-        if not (e.decided or e.leaning):
+        if not e.decided:
             continue
         win, lose, sign = (e.choice, e.other, 1) if e.effect > 0 else (e.other, e.choice, -1)
         ratio = e.flops_ratio if sign > 0 else 1.0 / e.flops_ratio
-        interval = (f"{abs(e.effect) * 100:.1f} pp "
-                    f"[{pp_bound(min(sign * e.low, sign * e.high), sign=False)}, "
-                    f"{pp_bound(max(sign * e.low, sign * e.high), sign=False)}]")
-        if e.decided:
-            lines.append(f"at point {point}, {label(win)} beats {label(lose or '')} by "
-                         f"{interval}, {_flops_phrase(ratio)}")
-        else:
-            lines.append(f"at point {point}, {label(win)} leads {label(lose or '')} by "
-                         f"{interval}, {_flops_phrase(ratio)}, but only on the trainings of "
-                         f"{e.rests_on}: another training of it would confirm or undo this")
-    open_ = [e for e in pairs if not (e.decided or e.leaning)]
+        lines.append(f"at point {point}, {label(win)} beats {label(lose or '')} by "
+                     f"{abs(e.effect) * 100:.1f} pp "
+                     f"[{pp_bound(min(sign * e.low, sign * e.high), sign=False)}, "
+                     f"{pp_bound(max(sign * e.low, sign * e.high), sign=False)}], "
+                     f"{_flops_phrase(ratio)}")
+    open_ = [e for e in pairs if not e.decided]
     if open_:
         names = ", ".join(f"{label(e.choice)} vs {label(e.other or '')} {_interval(e)}"
                           for e in open_)
@@ -647,8 +634,7 @@ def answer_rows(analysis: ChoiceAnalysis) -> list[dict[str, str]]:
             "effect": "-" if s.effect is None else (
                 f"{_pp(s.effect)} [{pp_bound(s.effect_low)}, {pp_bound(s.effect_high)}]"),
             "ratio": "-" if s.flops_ratio is None else _times(s.flops_ratio),
-            "decided": "-" if s.decided is None else (
-                "yes" if s.decided else "lean" if s.rests_on else "no"),
+            "decided": "-" if s.decided is None else ("yes" if s.decided else "no"),
             # The raw like-for-like pairs, kept beside the model's numbers.
             "delta": "-" if s.paired_accuracy_delta is None else _pp(s.paired_accuracy_delta),
             "pairs": str(s.pairs),
@@ -666,7 +652,6 @@ def answer_text(analysis: ChoiceAnalysis) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     notes = ("effect vs rest: the accuracy model's difference to the mean of the other choices, "
              "over every trained architecture with only this choice changed, with its 95% "
-             "credible interval; decided: the interval excludes zero, also with any one trained "
-             "architecture left out (lean: only thanks to one architecture's trainings); "
-             "FLOPs vs rest: the exact FLOPs ratio over the same architectures")
+             "credible interval; decided: the interval excludes zero; FLOPs vs rest: the exact "
+             "FLOPs ratio over the same architectures")
     return "\n".join([*lines, "", notes, "", *summarise(analysis)])

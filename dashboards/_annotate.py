@@ -189,8 +189,7 @@ def choices_figure(analysis: ChoiceAnalysis) -> Any:
                 model = ("" if s.effect is None else
                          f"<br>effect vs rest {s.effect * 100:+.1f} pp "
                          f"[{pp_bound(s.effect_low)}, {pp_bound(s.effect_high)}] (95%), "
-                         + ("decided" if s.decided else
-                            f"leaning on {s.rests_on} alone" if s.rests_on else "not decided"))
+                         + ("decided" if s.decided else "not decided"))
                 hover.append(f"{s.choice}: {s.on_front}/{s.front_size} on the front<br>"
                              f"{s.trials} trials, mean acc {accuracy}, mean FLOPs {flops}<br>"
                              f"{paired}{model}")

@@ -52,20 +52,6 @@ linear contrast of the accuracies of the trained architectures with that choice 
 mean and variance come from ``K^T w`` products (:meth:`AccuracyModel.contrast_components`),
 not from the joint covariance of every pair of those architectures: the answer of a study with
 200 trained architectures takes about 0.4 s instead of 2.5 s.
-
-Decided, leaning, undecided
----------------------------
-A 95 % interval that excludes zero is a claim. It is *decided* only if it still excludes zero
-with any one trained architecture (all its trainings) left out of the data; otherwise it is
-*leaning* and names that architecture (``ChoiceEffect.rests_on``). After an adaptive search a
-value the sampler tried once and then avoided is known from one training, and one lucky
-training moves every contrast of its choices: on PoolBench-digits, 10 % of the claims whose
-interval excluded zero after 30 trainings had the wrong sign, none of the decided ones
-(docs/benchmarks.md, "Answer quality"). Leaving one out is closed-form for a linear contrast
-``g = a^T C^-1 y`` of a Gaussian process with its hyper-parameters kept: the mean moves by
-``-(C^-1 a)_i (C^-1 y)_i / (C^-1)_ii`` and the variance grows by ``(C^-1 a)_i^2 / (C^-1)_ii``
-(the leave-one-out identities of Rasmussen and Williams, 2006, sec. 5.4.2, for a contrast
-instead of a point).
 """
 
 from __future__ import annotations
@@ -433,19 +419,12 @@ class AccuracyModel:
                 out.append((c.weight, self.y_mean + self.y_scale * (K @ c.alpha), cov))
         return out
 
-    def contrast_components(self, codes: np.ndarray, weights: np.ndarray, *,
-                            leave_out: bool = False) -> list[tuple]:
+    def contrast_components(self, codes: np.ndarray, weights: np.ndarray
+                            ) -> list[tuple[float, np.ndarray, np.ndarray]]:
         """``(weight, means, variances)`` of linear combinations ``weights @ f(codes)`` of the
         true accuracies (one per row of ``weights``) under each averaged setting: what
         :meth:`joint_components` gives for ``weights @ mean`` and ``weights @ cov @ weights.T``,
-        without the covariance of every pair of ``codes``.
-
-        With ``leave_out``, each part has two more arrays, ``(rows, architectures)``: the
-        change of each mean and variance when one trained architecture (all its trainings) is
-        left out of the data, in closed form (the hyper-parameters kept): for a combination
-        ``g = a @ C⁻¹ y`` the mean moves by ``-(C⁻¹a)ᵢ (C⁻¹y)ᵢ / (C⁻¹)ᵢᵢ`` and the variance
-        grows by ``(C⁻¹a)ᵢ² / (C⁻¹)ᵢᵢ``.
-        """
+        without the covariance of every pair of ``codes``."""
         out = []
         weights = np.atleast_2d(np.asarray(weights, float))
         with _THREADS.limit(limits=1, user_api="blas"):
@@ -453,18 +432,11 @@ class AccuracyModel:
             for c in self.components:
                 table = self._table(c, float)
                 K, prior = table[m], table[mm]
-                A = K.T @ weights.T  # (architectures, rows): each combination's covariances
-                V = solve_triangular(c.lower, A, lower=True, check_finite=False)
+                V = solve_triangular(c.lower, K.T @ weights.T, lower=True, check_finite=False)
                 var = np.sum((weights @ prior) * weights, axis=1) - np.sum(V * V, axis=0)
-                part = (c.weight, self.y_mean * weights.sum(axis=1)
-                        + self.y_scale * (weights @ (K @ c.alpha)),
-                        np.maximum(var, 0.0) * self.y_scale ** 2)
-                if leave_out:
-                    H = cho_solve((c.lower, True), A, check_finite=False)  # C⁻¹a per row
-                    own = np.maximum(np.diag(c.inverse).astype(float), 1e-12)
-                    part += (-(H * (c.alpha / own)[:, None]).T * self.y_scale,
-                             (H ** 2 / own[:, None]).T * self.y_scale ** 2)
-                out.append(part)
+                out.append((c.weight, self.y_mean * weights.sum(axis=1)
+                            + self.y_scale * (weights @ (K @ c.alpha)),
+                            np.maximum(var, 0.0) * self.y_scale ** 2))
         return out
 
     def joint(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -570,17 +542,12 @@ class ChoiceEffect:
             trained architectures with only this choice changed.
         low: Lower end of its 95 % credible interval.
         high: Upper end.
-        decided: Whether the interval excludes zero, and still does with any one trained
-            architecture (all its trainings) left out of the data.
+        decided: Whether the interval excludes zero.
         flops_ratio: Exact FLOPs with ``choice`` / FLOPs with the other(s), geometric mean over
             the same architectures.
         more_trainings: Roughly how many more trainings would decide it
-            (:func:`more_trainings`; None: decided, leaning, or more than
+            (:func:`more_trainings`; None: decided, or more than
             :data:`MORE_TRAININGS_HORIZON` times the trainings so far).
-        rests_on: Where the interval excludes zero but stops doing so when one trained
-            architecture is left out (a *leaning* claim, not decided): that architecture's key.
-            One lucky or unlucky training of it can make the claim alone; another training of
-            it confirms or undoes it. None otherwise.
     """
 
     point: int
@@ -593,19 +560,12 @@ class ChoiceEffect:
     decided: bool
     flops_ratio: float
     more_trainings: int | None
-    rests_on: str | None = None
-
-    @property
-    def leaning(self) -> bool:
-        """The interval excludes zero, but only thanks to one architecture's trainings."""
-        return self.rests_on is not None
 
     def as_dict(self) -> dict[str, Any]:
         return {"point": self.point, "kind": self.kind, "choice": self.choice,
                 "other": self.other, "effect": self.effect, "effect_low": self.low,
                 "effect_high": self.high, "decided": self.decided,
-                "flops_ratio": self.flops_ratio, "more_trainings": self.more_trainings,
-                "rests_on": self.rests_on}
+                "flops_ratio": self.flops_ratio, "more_trainings": self.more_trainings}
 
 
 Z95 = 1.959963984540054
@@ -713,47 +673,28 @@ class StudyModel:
                 W[row, j] = -1.0
         # Each contrast averages over the contexts: its weight per row of ``rows``.
         W = np.repeat(W, C, axis=1) / C
-        parts = self.model.contrast_components(self.model.encode(rows), W, leave_out=True)
-        share = np.array([p[0] for p in parts])
-        # Per contrast (column), its mean and sd under each averaged setting (row), and the
-        # change of each when one trained architecture is left out (setting, contrast, arch).
-        all_means = np.array([p[1] for p in parts])
-        all_vars = np.array([p[2] for p in parts])
-        shift = np.array([p[3] for p in parts])
-        grow = np.array([p[4] for p in parts])
+        parts = self.model.contrast_components(self.model.encode(rows), W)
+        share = np.array([p for p, _, _ in parts])
+        # Per contrast (column), its mean and sd under each averaged setting (row).
+        all_means = np.array([mu for _, mu, _ in parts])
+        all_sds = np.sqrt(np.array([var for _, _, var in parts]))
 
-        keys = list(self._rows)  # in the order of the model's observations
-
-        def contrast(row: int) -> tuple[float, float, float, float, float, str | None]:
-            means, variances = all_means[:, row], all_vars[:, row]
-            low, high = mixture_interval(share, means, np.sqrt(variances))
-            mean = float(share @ means)
-            sd = math.sqrt(max(float(share @ (variances + means ** 2)) - mean ** 2, 0.0))
-            rests_on = None
-            if (low > 0 or high < 0) and shift.shape[2] == len(keys):
-                # Left out, which trained architecture would bring the interval nearest zero
-                # (by each one's normal approximation), and does its interval reach zero?
-                loo_means = means[:, None] + shift[:, row, :]
-                loo_vars = variances[:, None] + grow[:, row, :]
-                loo_mean = share @ loo_means
-                loo_sd = np.sqrt(np.maximum(share @ (loo_vars + loo_means ** 2)
-                                            - loo_mean ** 2, 0.0))
-                worst = int(np.argmin(np.sign(mean) * loo_mean - Z95 * loo_sd))
-                w_low, w_high = mixture_interval(share, loo_means[:, worst],
-                                                 np.sqrt(loo_vars[:, worst]))
-                if not (w_low > 0 if low > 0 else w_high < 0):
-                    rests_on = keys[worst]
-            return (mean, sd, low, high, math.exp(float(W[row] @ flops)), rests_on)
+        def contrast(row: int) -> tuple[float, float, float, float, float]:
+            means, sds = all_means[:, row], all_sds[:, row]
+            low, high = mixture_interval(share, means, sds)
+            sd = math.sqrt(max(float(share @ (sds ** 2 + means ** 2)) - float(share @ means) ** 2,
+                               0.0))
+            return float(share @ means), sd, low, high, math.exp(float(W[row] @ flops))
 
         out = []
         for row, (i, j) in enumerate(pairs):
-            effect, sd, low, high, ratio, rests_on = contrast(row)
-            decided = (low > 0 or high < 0) and rests_on is None
+            effect, sd, low, high, ratio = contrast(row)
+            decided = low > 0 or high < 0
             more = None
-            if not decided and rests_on is None and abs(effect) > 1e-6 and sd > 0:
+            if not decided and abs(effect) > 1e-6 and sd > 0:
                 more = more_trainings(self.trainings, effect, sd)
             out.append(ChoiceEffect(point, kind, values[i], None if j is None else values[j],
-                                    effect, low, high, decided, ratio, more, rests_on))
+                                    effect, low, high, decided, ratio, more))
         return out
 
 

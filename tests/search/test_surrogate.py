@@ -279,68 +279,6 @@ def test_contrasts_are_the_joint_posterior_s_linear_combinations():
                                    rtol=1e-6, atol=1e-12)
 
 
-def test_leaving_one_architecture_out_is_conditioning_without_it():
-    """The closed-form leave-one-out of ``contrast_components`` (what decides a claim) is the
-    posterior of the same contrast conditioned on every architecture but one, under every
-    averaged setting."""
-    from poolnas.search import AccuracyModel, Observations
-
-    space = small_space()
-    rows = [space.params_of(a) for a in space]
-    rng = np.random.default_rng(5)
-    trained = [rows[i] for i in rng.choice(len(rows), 20, replace=False)]
-    model = AccuracyModel(space.parameters()).fit(Observations.of(
-        trained, [[accuracy_of(p) + rng.normal(0, 0.01)] for p in trained]))
-    codes = model.encode(rows[:30])
-    W = rng.normal(size=(3, 30))
-    parts = model.contrast_components(codes, W, leave_out=True)
-    for c, (_, means, _, shift, grow) in zip(model.components, parts):
-        C = c.lower @ c.lower.T  # the kernel of the trained architectures plus their noise
-        y = C @ c.alpha
-        A = model._table(c, float)[model._counts(codes, model._X)].T @ W.T
-        for i in (0, 7, 19):
-            keep = np.arange(len(y)) != i
-            solve = np.linalg.solve(C[np.ix_(keep, keep)], np.column_stack([y[keep], A[keep]]))
-            mean = A[keep].T @ solve[:, 0]
-            reduction = np.einsum("ij,ij->j", A[keep], solve[:, 1:])
-            full = np.einsum("ij,ij->j", A, np.linalg.solve(C, A))
-            np.testing.assert_allclose(mean * model.y_scale + model.y_mean * W.sum(axis=1),
-                                       means + shift[:, i], atol=1e-7)
-            np.testing.assert_allclose((full - reduction) * model.y_scale ** 2, grow[:, i],
-                                       rtol=1e-3, atol=1e-12)
-
-
-def test_a_claim_one_architecture_makes_alone_leans_and_a_second_one_decides_it():
-    """A value trained once, on an architecture that scored far below the rest: its interval
-    excludes zero, but the claim rests on that one training, so it is not decided and names
-    the architecture; a second architecture with the value, as bad, decides it."""
-    from poolnas.search import AccuracyModel, Observations, StudyModel
-
-    space = SearchSpace()
-    rng = np.random.default_rng(0)
-    archs = list(space)
-    good = [a for a in (archs[i] for i in rng.permutation(len(archs)))
-            if space.params_of(a)["point1_op"] != "conv"][:14]
-    bad = [a for a in archs if space.params_of(a)["point1_op"] == "conv"]
-    bad = [bad[0], bad[len(bad) // 2]]
-
-    def effects(trained):
-        accuracies = {a.key: [0.95 + rng.normal(0, 0.004) for _ in range(2)] for a in good}
-        accuracies.update({a.key: [0.80] for a in trained})
-        rows = {a.key: dict(space.params_of(a)) for a in good + trained}
-        model = AccuracyModel(space.parameters()).fit(Observations.of(
-            list(rows.values()), [accuracies[k] for k in rows]))
-        study = StudyModel(space, lambda row: 1.0, model, {}, rows)
-        return {(e.choice, e.other): e for e in study.effects(1, "op")}
-
-    one = effects(bad[:1])[("conv", None)]
-    assert one.high < 0 and not one.decided and one.leaning
-    assert one.rests_on == bad[0].key and one.more_trainings is None
-    assert one.as_dict()["rests_on"] == bad[0].key
-    two = effects(bad)[("conv", None)]
-    assert two.high < 0 and two.decided and two.rests_on is None
-
-
 def test_a_value_tried_once_of_the_one_parameter_that_matters_is_not_shrunk_to_nothing(
         monkeypatch):
     """Six parameters, only the first matters, and its worst value was trained once (an
