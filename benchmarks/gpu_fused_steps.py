@@ -3,12 +3,12 @@
 For each K of ``--ks``, K architectures drawn from the default space (fixed seed) are trained
 for ``--epochs`` epochs by :func:`poolnas.evaluators.evaluate_architectures` (one fused step)
 and, for K = 1, one by one by :func:`poolnas.evaluators.evaluate_architecture` (poolnas'
-one-at-a-time path; since 2026-11-28 it trains in the same loop with one model, so the two K = 1
-rows differ only by this host's noise). Reported per candidate: the trace seconds (first epoch minus a steady
-one) and the training-step seconds, and the training FLOP rate (3 x forward FLOPs x samples x
-epochs, summed over the K candidates, over the training-step seconds) against the float32
-matmul peak measured in the same process. Device-agnostic: it runs wherever TensorFlow places
-the ops (the GPU when there is one).
+one-at-a-time path; since 2026-11-28 it trains in the same loop with one model, so the two
+K = 1 rows differ only by this host's noise). Reported per candidate: the trace seconds (first
+epoch minus a steady one) and the training-step seconds, and the training FLOP rate (3 x forward
+FLOPs x samples x epochs, summed over the K candidates, over the training-step seconds) against
+the float32 matmul peak measured in the same process. Device-agnostic: it runs wherever
+TensorFlow places the ops (the GPU when there is one).
 
     python benchmarks/gpu_fused_steps.py                           # digits, K = 1, 2, 4, 8
     python benchmarks/gpu_fused_steps.py --dataset shapes --ks 1,2,4 --epochs 2
