@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import _epoch_timer  # noqa: E402
 
 
-def _fit(model, data, budget, *, fused: bool) -> dict[str, float]:
+def _fit(model, data, budget, *, fused: bool, metric: bool = False) -> dict[str, float]:
     import keras
     import numpy as np
 
@@ -55,7 +55,8 @@ def _fit(model, data, budget, *, fused: bool) -> dict[str, float]:
     keras.utils.set_random_seed(0)
     optimizer = budget.make_optimizer()
     model.compile(optimizer=fuse_updates(optimizer) if fused else optimizer,
-                  loss="sparse_categorical_crossentropy")
+                  loss="sparse_categorical_crossentropy",
+                  metrics=[keras.metrics.SparseCategoricalAccuracy()] if metric else None)
     model.optimizer.build(model.trainable_variables)
     timer = _epoch_timer()
     tick = time.perf_counter()
@@ -66,7 +67,7 @@ def _fit(model, data, budget, *, fused: bool) -> dict[str, float]:
     predicted = np.asarray(model(data.x_val.astype("float32"), training=False)).argmax(axis=1)
     return {"first_epoch": epochs[0],
             "steady_epoch": statistics.median(epochs[1:]) if len(epochs) > 1 else float("nan"),
-            "fit": fit, "val_acc": float((predicted == data.y_val).mean())}
+            "fit": fit, "train": sum(epochs), "val_acc": float((predicted == data.y_val).mean())}
 
 
 def measure_update(data, budget, archs) -> list[dict[str, Any]]:
@@ -82,10 +83,9 @@ def measure_update(data, budget, archs) -> list[dict[str, Any]]:
 
 
 def measure_loop(data, budget, archs) -> list[dict[str, Any]]:
-    import keras
     import numpy as np
 
-    from poolnas.evaluators import fresh_model, fuse_updates, train_model
+    from poolnas.evaluators import fresh_model, train_model
 
     rows = []
     for i, arch in enumerate(archs):
@@ -94,20 +94,14 @@ def measure_loop(data, budget, archs) -> list[dict[str, Any]]:
             model = fresh_model(arch, data, budget, seed=0)
             if loop == "poolnas":
                 _, info = train_model(model, data, budget, seed=0)
-                epochs = list(info["epoch_seconds"])
+                epochs = info["epoch_seconds"]
+                row = {"first_epoch": epochs[0], "steady_epoch": statistics.median(epochs[1:]),
+                       "train": sum(epochs)}
             else:  # What the evaluator ran before its own loop, scoring aside.
-                keras.utils.set_random_seed(0)
-                model.compile(optimizer=fuse_updates(budget.make_optimizer()),
-                              loss="sparse_categorical_crossentropy",
-                              metrics=[keras.metrics.SparseCategoricalAccuracy()])
-                model.optimizer.build(model.trainable_variables)
-                timer = _epoch_timer()
-                model.fit(data.train_dataset(budget.batch_size, seed=0), epochs=budget.epochs,
-                          verbose=0, shuffle=False, callbacks=[timer])
-                epochs = timer.seconds
+                row = _fit(model, data, budget, fused=True, metric=True)
             trained[loop] = model.get_weights()
-            rows.append({"arch": arch.key, "loop": loop, "first_epoch": epochs[0],
-                         "steady_epoch": statistics.median(epochs[1:]), "train": sum(epochs)})
+            rows.append({"arch": arch.key, "loop": loop, **{k: row[k] for k in (
+                "first_epoch", "steady_epoch", "train")}})
         same = all(np.array_equal(a, b) for a, b in zip(trained["fit"], trained["poolnas"]))
         for row in rows[-2:]:
             row["same_weights"] = same

@@ -41,9 +41,9 @@ from poolnas.evaluators._training import (
     _SCORE_BATCH,
     Evaluation,
     TrialDiverged,
+    _compile_for_training,
     _score,
     _train_members,
-    fuse_updates,
 )
 from poolnas.spaces import build_model
 
@@ -129,12 +129,7 @@ def evaluate_architectures(
     # ---------------------------------------------------------------- compile (no tracing)
     tick = time.perf_counter()
     for _, _, model in members:
-        model.compile(
-            optimizer=fuse_updates(budget.make_optimizer()),
-            loss="sparse_categorical_crossentropy",
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        )
-        model.optimizer.build(model.trainable_variables)
+        _compile_for_training(model, budget)
     compile_seconds = time.perf_counter() - tick
     trained = _train_members([model for _, _, model in members],
                              [seed for _, seed, _ in members], data, budget,

@@ -539,6 +539,21 @@ def _train_members(
                     seconds=seconds, trace=trace)
 
 
+def _compile_for_training(model: keras.Model, budget: Budget) -> None:
+    """Compile ``model`` for :func:`_train_members`: ``budget``'s optimizer with the fused
+    update, built now (variables created inside the first traced step make TensorFlow trace it
+    twice). The metric is compiled for the saved model's configuration, which a user may load
+    and fit; poolnas' training step does not update it."""
+    import keras
+
+    model.compile(
+        optimizer=fuse_updates(budget.make_optimizer()),
+        loss="sparse_categorical_crossentropy",
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    model.optimizer.build(model.trainable_variables)
+
+
 def _batches(data: Dataset, budget: Budget, seed: int) -> Any:
     """A model's training batches in the order of ``seed``: tf.data's shuffle combines its own
     seed with TensorFlow's global one, which this sets to ``seed`` first (as every training
@@ -585,19 +600,8 @@ def _train_and_score(
     model: keras.Model, data: Dataset, budget: Budget, *, seed: int, split: str,
     interrupted: Callable[[], bool] | None = None, state: TrainingState | None = None,
 ) -> tuple[float, dict[str, Any]]:
-    import keras
-
-    keras.utils.set_random_seed(seed)
     tick = time.perf_counter()
-    # Variables created inside the first traced step make TensorFlow trace it twice, so the
-    # optimizer is built before training. (The metric is compiled for the saved model's
-    # configuration, which a user may load and fit; the training step does not update it.)
-    model.compile(
-        optimizer=fuse_updates(budget.make_optimizer()),
-        loss="sparse_categorical_crossentropy",
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    model.optimizer.build(model.trainable_variables)
+    _compile_for_training(model, budget)
     if state is not None:
         state.restore(model)
     compile_seconds = time.perf_counter() - tick

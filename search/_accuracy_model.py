@@ -690,9 +690,7 @@ class StudyModel:
         for row, (i, j) in enumerate(pairs):
             effect, sd, low, high, ratio = contrast(row)
             decided = low > 0 or high < 0
-            more = None
-            if not decided and abs(effect) > 1e-6 and sd > 0:
-                more = more_trainings(self.trainings, effect, sd)
+            more = None if decided else more_trainings(self.trainings, effect, sd)
             out.append(ChoiceEffect(point, kind, values[i], None if j is None else values[j],
                                     effect, low, high, decided, ratio, more))
         return out

@@ -227,24 +227,3 @@ def test_an_interval_end_never_prints_as_zero_unless_it_is() -> None:
     assert pp_bound(0.00004, sign=False) == "0.004"
     assert pp_bound(0.0) == "+0.0"
 
-
-def test_more_trainings_is_rough_and_only_within_the_budget_s_scale() -> None:
-    """`front --explain` once said "roughly 62661 more trainings" for an effect of 0.0 pp after
-    30: the 1/sqrt(n) extrapolation means nothing that far out, so beyond 10x the trainings so
-    far there is no number, and a number has two significant figures."""
-    from poolnas.search import MORE_TRAININGS_HORIZON, more_trainings
-
-    # Effect 1 pp with sd 1 pp after 30: the sd must fall 1.96x, so ~3.84x the trainings.
-    assert more_trainings(30, 0.01, 0.01) == 86  # ceil(30 * 2.84)
-    assert more_trainings(300, 0.01, 0.01) == 850  # 852, to two figures
-    # An effect a twentieth of its sd: 30 * (1.96 * 20)^2 = 46,000 more. No number.
-    assert more_trainings(30, 0.0005, 0.01) is None
-    assert more_trainings(30, 0.0, 0.01) is None
-    # Just inside the horizon a number; just beyond it none.
-    z = 1.959963984540054
-    inside = more_trainings(30, 0.01, 0.01 / z * (MORE_TRAININGS_HORIZON + 0.9) ** 0.5)
-    assert inside is not None and 250 <= inside <= MORE_TRAININGS_HORIZON * 30
-    assert more_trainings(30, 0.01, 0.01 / z * (MORE_TRAININGS_HORIZON + 1.1) ** 0.5) is None
-    # More uncertainty never needs fewer trainings.
-    values = [more_trainings(40, 0.01, sd) for sd in (0.006, 0.008, 0.01, 0.012)]
-    assert values == sorted(values)
