@@ -104,9 +104,14 @@ def _front(points):
 
 
 def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str,
-             components: int | None = None):
+             components: int | None = None, noise: str = "table"):
     """One simulated search of ``policy``; after each number of trainings, what the product's
-    accuracy model (``fit_accuracy_model``'s: pairwise terms allowed) says against the truth."""
+    accuracy model (``fit_accuracy_model``'s: pairwise terms allowed) says against the truth.
+
+    ``noise``: "table", a training returns one of the architecture's seeds (the table's real
+    noise, skewed and heavy-tailed); "gaussian", the architecture's all-seed mean plus normal
+    noise of the table's pooled seed sd, and the truth is that mean exactly (no error of its
+    own): whether the answer's misses come from the shape of the noise or the truth's error."""
     import optuna
 
     from poolnas.search import AccuracyModel, Observations, StudyModel, hypervolume
@@ -125,7 +130,9 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str,
     val_truth = {k: statistics.fmean(r["val_acc"]) for k, r in rows.items()}
     # The truth is itself a mean of a few seeds: its own variance (sample variance / seeds).
     truth_var = {k: statistics.variance(r["val_acc"]) / len(r["val_acc"])
-                 for k, r in rows.items()}
+                 if noise == "table" else 0.0 for k, r in rows.items()}
+    pooled_sd = math.sqrt(statistics.fmean(statistics.variance(r["val_acc"])
+                                           for r in rows.values()))
     test_truth = {k: statistics.fmean(r["test_acc"]) for k, r in rows.items()}
     results = {}
 
@@ -135,9 +142,12 @@ def simulate(rows, space, seed: int, trainings: tuple[int, ...], *, policy: str,
         key = space.suggest(trial).key
         # One seed's accuracy (the table's real noise); a re-evaluation trains another seed,
         # so an architecture's seeds are drawn without replacement (then again, reshuffled).
-        if not drawn.get(key):
-            drawn[key] = list(rng.permutation(rows[key]["val_acc"]))
-        accuracy = float(drawn[key].pop())
+        if noise == "gaussian":
+            accuracy = float(val_truth[key] + rng.normal(0.0, pooled_sd))
+        else:
+            if not drawn.get(key):
+                drawn[key] = list(rng.permutation(rows[key]["val_acc"]))
+            accuracy = float(drawn[key].pop())
         trial.set_user_attr("accuracies", [accuracy])
         return accuracy, flops[key]
 
@@ -291,6 +301,11 @@ def main() -> None:
     parser.add_argument("--components", type=int, default=None,
                         help="hyper-parameter settings the answer's model averages over, at "
                              "most (default: the product's, AccuracyModel's MAX_COMPONENTS)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seed of the first simulated search (runs are seeded in a row)")
+    parser.add_argument("--noise", choices=("table", "gaussian"), default="table",
+                        help="a training's accuracy: one of the table's seeds (default), or the "
+                             "all-seed mean plus normal noise of the pooled seed sd (simulate())")
     parser.add_argument("--more-seeds", type=Path, default=SEEDS_TABLE,
                         help="a table of further seeds of the same rows (default %(default)s; "
                              "'none': the 3 seeds of the published table only)")
@@ -313,9 +328,9 @@ def main() -> None:
     diagnostics: list[str] = []
     for policy in args.policies.split(","):
         per = {30: [], 60: []}
-        for seed in range(args.runs):
+        for seed in range(args.first_seed, args.first_seed + args.runs):
             for t, r in simulate(rows, space, seed, (30, 60), policy=policy,
-                                 components=args.components).items():
+                                 components=args.components, noise=args.noise).items():
                 per[t].append(r)
         for t, runs in per.items():
             def avg(k, runs=runs):

@@ -17,6 +17,11 @@ machinery (unique trainings to 95 % / 99 % of the true range-normalised hypervol
     python benchmarks/nasbench_graph.py --seeds 30 --strategies surrogate@300,tpe@1500,random@3000
 
 A strategy may carry its own cap (``name@cap``); ``--jobs`` runs the seeds in processes.
+``--diagnose SEED@N`` replays the default for ``N`` trainings and says where the table's most
+accurate architectures stand in the model it then proposes from (posterior mean ± sd, rank by
+EHVI among the untrained candidates): why a run stops short of 99 %.
+
+    python benchmarks/nasbench_graph.py --diagnose 0@100
 """
 
 from __future__ import annotations
@@ -114,6 +119,56 @@ def run_optuna(name: str, table, seed: int, cap: int):
     return curve
 
 
+def diagnose(table, seed: int, trainings: int, top: int = 5) -> str:
+    """Where the table's ``top`` most accurate architectures stand after ``trainings`` of the
+    default sampler (seed ``seed``): the model the sampler fits then (``fit``, with its own
+    hyper-parameter average), its posterior of each, and its rank by EHVI among the untrained
+    candidates; and the candidates the EHVI ranks first."""
+    import numpy as np
+
+    from poolnas.search._surrogate import expected_improvement, front_steps
+
+    curve = run_optuna("surrogate", table, seed, trainings)
+    sampler = replay._sampler("surrogate", table.space, seed, table)
+    sampler._prepare()
+    index = {key: i for i, key in enumerate(sampler._keys)}
+    observed = {}
+    for key in curve.trained:
+        observed.setdefault(index[key], []).append(table.values[key][0])
+    model = sampler.fit(observed)
+    trained = sorted(observed)
+    untried = np.array([i for i in range(len(sampler._keys)) if i not in observed])
+    t_mu, _ = model.predict(sampler._codes[trained])
+    levels, caps = front_steps(list(zip(t_mu, sampler._flops[trained])), sampler._reference)
+    mu, sd = model.predict(sampler._codes[untried])
+    noise = model.noise_sd ** 2
+    score = expected_improvement(mu, np.sqrt(sd ** 2 + noise), sampler._flops[untried], levels,
+                                 caps, float(t_mu.min()), sampler._reference)
+    rank = np.empty(len(untried), int)
+    rank[np.argsort(-score, kind="stable")] = np.arange(1, len(untried) + 1)
+    where = {int(i): j for j, i in enumerate(untried)}
+    best = max(table.values[k][0] for k in curve.unique)
+    lines = [f"seed {seed}, {len(curve.hv)} trainings ({len(curve.unique)} architectures): "
+             f"share of the true hypervolume {curve.hv[-1] / table.true_hv:.4f}, best accuracy "
+             f"trained {best:.4f}; model: " + ", ".join(f"{k} {v:.4g}" for k, v in
+                                                       model.summary().items())]
+    ordered = sorted(table.values, key=lambda k: (-table.values[k][0], table.values[k][1]))
+    for key in ordered[:top]:
+        accuracy, cost = table.values[key]
+        i = index[key]
+        if i in observed:
+            lines.append(f"  {key}: {accuracy:.4f} at {cost:.3f}: trained")
+            continue
+        j = where[i]
+        lines.append(f"  {key}: {accuracy:.4f} at {cost:.3f}: model {mu[j]:.4f} ± {sd[j]:.4f}, "
+                     f"EHVI rank {rank[j]:,} of {len(untried):,}  {table.space._canonical[key]}")
+    for j in np.argsort(-score, kind="stable")[:3]:
+        key = sampler._keys[untried[j]]
+        lines.append(f"  EHVI's first choices: {key}: {table.values[key][0]:.4f} at "
+                     f"{table.values[key][1]:.3f}, model {mu[j]:.4f} ± {sd[j]:.4f}")
+    return "\n".join(lines)
+
+
 _TABLES: dict = {}
 
 
@@ -147,12 +202,19 @@ def main() -> None:
                         "cap left short of 99 %%: a run does not depend on its cap)")
     parser.add_argument("--strategies", default="surrogate,surrogate:reevaluate=0,previous,"
                                                 "tpe,random")
+    parser.add_argument("--diagnose", default=None, metavar="SEED@N",
+                        help="replay the default for N trainings with SEED, then say where the "
+                             "table's most accurate architectures stand in its model")
     args = parser.parse_args()
     started = time.perf_counter()
     table, bench = load(args.dataset)
     print(f"NAS-Bench-Graph {args.dataset}: {len(bench)} rows, {table.space.size} reachable "
           f"architectures, true front {len(table.front)} ({time.perf_counter() - started:.0f} s "
           "to load)", file=sys.stderr, flush=True)
+    if args.diagnose:
+        seed, _, trainings = args.diagnose.partition("@")
+        print(diagnose(table, int(seed), int(trainings or 100)))
+        return
     seeds = (list(range(args.first_seed, args.first_seed + args.seeds)) if args.seed_list is None
              else [int(v) for v in args.seed_list.split(",")])
     results = []

@@ -514,17 +514,8 @@ def _search(args: argparse.Namespace) -> int:
     if keras_tuner and args.parallel not in (None, 1):
         raise PoolnasError("--parallel is an option of --engine optuna; KerasTuner trains one "
                            "trial at a time")
-    say = None if args.quiet else _say
-    with announce_if_slow("importing TensorFlow", say):
-        quiet_tensorflow()
-    threads = thread_split(args.workers)
-    cores = available_cores()
-    if args.workers > cores:
-        print(f"poolnas: note: {args.workers} workers share {_count(cores, 'core')}; each "
-              f"gets one thread and they slow each other down (--workers {cores} uses them all)",
-              file=sys.stderr, flush=True)
-    if args.workers > 1:
-        configure_threads(threads)  # Before TensorFlow runs anything in this process.
+    # The configuration is checked before TensorFlow is imported: bad input is refused at
+    # once, with nothing but the error line.
     data_options = {k: v for k, v in (("val_fraction", args.val_fraction),
                                       ("subset", args.subset),
                                       ("image_size", args.image_size)) if v is not None}
@@ -544,6 +535,17 @@ def _search(args: argparse.Namespace) -> int:
         min_epochs=args.min_epochs, reduction_factor=args.reduction_factor,
         epoch_budget=args.epoch_budget,
     )
+    say = None if args.quiet else _say
+    with announce_if_slow("importing TensorFlow", say):
+        quiet_tensorflow()
+    threads = thread_split(args.workers)
+    cores = available_cores()
+    if args.workers > cores:
+        print(f"poolnas: note: {args.workers} workers share {_count(cores, 'core')}; each "
+              f"gets one thread and they slow each other down (--workers {cores} uses them all)",
+              file=sys.stderr, flush=True)
+    if args.workers > 1:
+        configure_threads(threads)  # Before TensorFlow runs anything in this process.
     report = None if args.quiet else _print_report
     if keras_tuner:
         from poolnas.search.keras_tuner import KerasTunerRunner

@@ -141,7 +141,8 @@ class SearchConfig:
                                               or self.epoch_budget < 1):
             raise PoolnasError(f"--epoch-budget must be a positive number of epochs, "
                                f"got {self.epoch_budget!r}")
-        if self.schedule is not None and self.budget.repeats != 1:
+        schedule = self.schedule  # Raises on rungs that cannot be.
+        if schedule is not None and self.budget.repeats != 1:
             raise PoolnasError("--min-epochs trains one model per architecture; leave out "
                                "--repeats")
         if not self.reevaluate and self.budget.repeats < 1:

@@ -88,7 +88,7 @@ def announce_if_slow(what: str, say: Callable[[str], None] | None,
         timer.cancel()
 
 
-def auto_parallel(input_shape: tuple[int, ...], *, accelerator: bool | None = None) -> int:
+def auto_parallel(*, accelerator: bool | None = None) -> int:
     """``--parallel auto``: how many trials to train together in one fused step.
 
     Fusing pays where one small model leaves the device idle between its kernels: on an
@@ -99,8 +99,6 @@ def auto_parallel(input_shape: tuple[int, ...], *, accelerator: bool | None = No
     still fuses on a CPU when asked.
 
     Args:
-        input_shape: The data's ``(height, width, channels)`` (the model size grows with it;
-            kept for a rule that uses it once measured).
         accelerator: Whether TensorFlow sees a GPU (None: ask TensorFlow).
     """
     if accelerator is None:
@@ -162,7 +160,7 @@ class SearchRunner:
         config.space.check_input_shape(self.data.input_shape)
         #: Trials trained together per fused step (``--parallel``; 1: one at a time).
         self.parallel = (config.parallel if config.parallel is not None
-                         else auto_parallel(self.data.input_shape))
+                         else auto_parallel())
         if self.engine is not None:
             self.parallel = 1  # Another engine (KerasTuner) proposes and trains one at a time.
         import keras  # noqa: F401  (imported before the freeze below)

@@ -122,6 +122,22 @@ def test_answer_quality_says_where_its_intervals_miss():
     assert set(result["by_trainings"]) <= {"1", "2-3", "4-7", "8-15", "16+"}
 
 
+def test_answer_quality_with_gaussian_noise_has_an_exact_truth():
+    """``noise="gaussian"``: trainings are the all-seed mean plus normal noise, which is then
+    the truth exactly: coverage against the truth widened by its own error is the coverage
+    itself, where with the table's seeds (a truth with an error) it is higher."""
+    import answer_quality
+
+    rows = answer_quality.load_rows(None)
+    space = poolbench.bench_space()
+    (table,) = answer_quality.simulate(rows, space, 0, (12,), policy="default").values()
+    (gauss,) = answer_quality.simulate(rows, space, 0, (12,), policy="default",
+                                       noise="gaussian").values()
+    assert table["cover_noisy"] > table["cover"]
+    assert gauss["cover_noisy"] == gauss["cover"]
+    assert gauss["effect_cover_noisy"] == gauss["effect_cover"]
+
+
 def test_replay_quick(tiny_table, tmp_path, capsys):
     out = tmp_path / "replay"
     replay.main(["--quick", "--table", str(tiny_table), "--seeds", "2", "--cap", "8",

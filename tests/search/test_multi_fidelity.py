@@ -220,6 +220,21 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, extra
     assert not db.exists() and not list(tmp_path.iterdir())
 
 
+def test_bad_rungs_are_refused_before_tensorflow_is_imported(tmp_path):
+    """Rungs that cannot be are refused by the configuration's own check, before the slow
+    TensorFlow import (whose progress line would otherwise come before the error line)."""
+    script = ("import sys\n"
+              "from poolnas.search._cli import main\n"
+              "code = main(['search', '--storage', sys.argv[1], '--min-epochs', '4', "
+              "'--epochs', '3'])\n"
+              "print(code, 'tensorflow' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script, f"sqlite:///{tmp_path / 'b.db'}"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], (done.stdout, done.stderr)
+    assert done.stderr.startswith("poolnas: error: --min-epochs 4 is above --epochs 3")
+    assert done.stderr.count("\n") == 1 and not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_resume_with_another_schedule_is_refused_and_changes_nothing(searched, capsys) -> None:
     _, db, args = searched

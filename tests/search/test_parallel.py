@@ -52,10 +52,9 @@ def test_fused_trials_are_the_trials_one_at_a_time_gives_then_a_resume(tmp_path)
 
 
 def test_auto_parallel() -> None:
-    assert auto_parallel((8, 8, 1), accelerator=False) == 1
-    assert auto_parallel((32, 32, 3), accelerator=False) == 1
-    assert auto_parallel((32, 32, 3), accelerator=True) == 8
-    assert auto_parallel((8, 8, 1)) >= 1
+    assert auto_parallel(accelerator=False) == 1
+    assert auto_parallel(accelerator=True) == 8
+    assert auto_parallel() >= 1
 
 
 @pytest.mark.parametrize(("args", "message"), [
