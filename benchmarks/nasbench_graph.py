@@ -147,6 +147,7 @@ def diagnose(table, seed: int, trainings: int, top: int = 5) -> str:
     rank = np.empty(len(untried), int)
     rank[np.argsort(-score, kind="stable")] = np.arange(1, len(untried) + 1)
     where = {int(i): j for j, i in enumerate(untried)}
+    archs = {a.key: a for a in table.space}
     best = max(table.values[k][0] for k in curve.unique)
     lines = [f"seed {seed}, {len(curve.hv)} trainings ({len(curve.unique)} architectures): "
              f"share of the true hypervolume {curve.hv[-1] / table.true_hv:.4f}, best accuracy "
@@ -161,7 +162,8 @@ def diagnose(table, seed: int, trainings: int, top: int = 5) -> str:
             continue
         j = where[i]
         lines.append(f"  {key}: {accuracy:.4f} at {cost:.3f}: model {mu[j]:.4f} ± {sd[j]:.4f}, "
-                     f"EHVI rank {rank[j]:,} of {len(untried):,}  {table.space._canonical[key]}")
+                     f"EHVI rank {rank[j]:,} of {len(untried):,}  "
+                     f"{dict(table.space.params_of(archs[key]))}")
     for j in np.argsort(-score, kind="stable")[:3]:
         key = sampler._keys[untried[j]]
         lines.append(f"  EHVI's first choices: {key}: {table.values[key][0]:.4f} at "

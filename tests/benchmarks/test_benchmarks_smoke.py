@@ -138,6 +138,26 @@ def test_answer_quality_with_gaussian_noise_has_an_exact_truth():
     assert gauss["effect_cover_noisy"] == gauss["effect_cover"]
 
 
+def test_diagnose_places_the_most_accurate_architectures_in_the_model():
+    """``nasbench_graph.py --diagnose`` on any replay table (PoolBench-digits here, the graph
+    table's package being optional): the top architectures are each trained or placed by the
+    sampler's model, with an EHVI rank among the untrained candidates."""
+    import re
+
+    import nasbench_graph
+
+    table = replay.Table(poolbench.load_table(), poolbench.bench_space(), normalisation="range")
+    lines = nasbench_graph.diagnose(table, 0, 8, top=3).splitlines()
+    assert lines[0].startswith("seed 0, 8 trainings")
+    top = sorted(table.values, key=lambda k: (-table.values[k][0], table.values[k][1]))[:3]
+    for key, line in zip(top, lines[1:4]):
+        assert line.strip().startswith(f"{key}:")
+        ranked = re.search(r"EHVI rank ([\d,]+) of ([\d,]+)", line)
+        assert line.endswith("trained") or (ranked and 1 <= int(ranked[1].replace(",", ""))
+                                            <= int(ranked[2].replace(",", "")) <= 729 - 1)
+    assert sum(line.strip().startswith("EHVI's first choices") for line in lines) == 3
+
+
 def test_replay_quick(tiny_table, tmp_path, capsys):
     out = tmp_path / "replay"
     replay.main(["--quick", "--table", str(tiny_table), "--seeds", "2", "--cap", "8",
