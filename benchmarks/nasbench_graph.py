@@ -131,7 +131,7 @@ def diagnose(table, seed: int, trainings: int, top: int = 5) -> str:
     curve = run_optuna("surrogate", table, seed, trainings)
     sampler = replay._sampler("surrogate", table.space, seed, table)
     sampler._prepare()
-    index = {key: i for i, key in enumerate(sampler._keys)}
+    index = sampler._index
     observed = {}
     for key in curve.trained:
         observed.setdefault(index[key], []).append(table.values[key][0])
@@ -147,7 +147,6 @@ def diagnose(table, seed: int, trainings: int, top: int = 5) -> str:
     rank = np.empty(len(untried), int)
     rank[np.argsort(-score, kind="stable")] = np.arange(1, len(untried) + 1)
     where = {int(i): j for j, i in enumerate(untried)}
-    archs = {a.key: a for a in table.space}
     best = max(table.values[k][0] for k in curve.unique)
     lines = [f"seed {seed}, {len(curve.hv)} trainings ({len(curve.unique)} architectures): "
              f"share of the true hypervolume {curve.hv[-1] / table.true_hv:.4f}, best accuracy "
@@ -163,7 +162,7 @@ def diagnose(table, seed: int, trainings: int, top: int = 5) -> str:
         j = where[i]
         lines.append(f"  {key}: {accuracy:.4f} at {cost:.3f}: model {mu[j]:.4f} ± {sd[j]:.4f}, "
                      f"EHVI rank {rank[j]:,} of {len(untried):,}  "
-                     f"{dict(table.space.params_of(archs[key]))}")
+                     f"{sampler._candidates[i]}")
     for j in np.argsort(-score, kind="stable")[:3]:
         key = sampler._keys[untried[j]]
         lines.append(f"  EHVI's first choices: {key}: {table.values[key][0]:.4f} at "
